@@ -129,6 +129,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
                 ' `{"error": {"code", "message", "details"}}`.'
             ),
             path="/schema",
+            use_handler_docstrings=True,
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uuid_utils
+from psycopg.rows import dict_row
 
 from commands.principal import Principal
 from commands.types import (
@@ -50,6 +51,7 @@ from events.types import (
 )
 from projections import projector
 from projections.reads import (
+    RECORD_COLUMNS,
     collection_json,
     find_collection,
     find_record,
@@ -218,11 +220,17 @@ async def delete_collection(cmd: DeleteCollection, tx: WorkspaceTx, ctx: Context
     row = await find_collection(tx.conn, tx.workspace_id, cmd.name)
     if row is None:
         raise NotFound(f"collection '{cmd.name}' not found in workspace '{tx.workspace_id}'")
-    cur = await tx.conn.execute(
-        "SELECT count(*) FROM records WHERE workspace_id = %s AND collection = %s",
-        (tx.workspace_id, cmd.name),
-    )
-    count_row = await cur.fetchone()
+    # Each record gets its own tombstone first, so subscribers, triggers and time travel see
+    # every record end exactly as if it had been deleted on its own.
+    async with tx.conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE workspace_id = %s AND collection = %s"
+            " ORDER BY id",
+            (tx.workspace_id, cmd.name),
+        )
+        doomed = await cur.fetchall()
+    for record in doomed:
+        await _tombstone(tx, ctx, record)
     stored = await emit(
         tx,
         ctx,
@@ -234,7 +242,7 @@ async def delete_collection(cmd: DeleteCollection, tx: WorkspaceTx, ctx: Context
         body={
             "id": cmd.name,
             "deleted": True,
-            "records_deleted": int(count_row[0]) if count_row else 0,
+            "records_deleted": len(doomed),
             "seq": stored.seq,
         }
     )
@@ -421,29 +429,34 @@ async def delete_record(cmd: DeleteRecord, tx: WorkspaceTx, ctx: Context) -> Com
     if existing is None or existing["collection"] != cmd.collection:
         raise record_not_found(tx.workspace_id, cmd.collection, record_id)
     _check_version(expected, existing["version"], record_id)
-    await before_record_delete(tx, ctx, existing)
-    version = existing["version"] + 1
-    stored = await emit(
-        tx,
-        ctx,
-        f"record:{record_id}",
-        RecordDeleted(
-            id=record_id,
-            collection=cmd.collection,
-            version=version,
-            external_id=existing["external_id"],
-            external_source=existing["external_source"],
-        ),
-        version,
-    )
+    stored = await _tombstone(tx, ctx, existing)
     return CommandResult(
         body={
             "id": record_id,
             "collection": cmd.collection,
             "deleted": True,
-            "version": version,
+            "version": stored.stream_version,
             "seq": stored.seq,
         }
+    )
+
+
+async def _tombstone(tx: WorkspaceTx, ctx: Context, existing: dict[str, Any]) -> StoredEvent:
+    """Delete one live record: hooks of other domains first, then the record's tombstone."""
+    await before_record_delete(tx, ctx, existing)
+    version = existing["version"] + 1
+    return await emit(
+        tx,
+        ctx,
+        f"record:{existing['id']}",
+        RecordDeleted(
+            id=existing["id"],
+            collection=existing["collection"],
+            version=version,
+            external_id=existing["external_id"],
+            external_source=existing["external_source"],
+        ),
+        version,
     )
 
 

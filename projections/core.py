@@ -112,9 +112,7 @@ async def _collection_upserted(conn: psycopg.AsyncConnection, s: StoredEvent) ->
 async def _collection_deleted(conn: psycopg.AsyncConnection, s: StoredEvent) -> None:
     e = s.event
     assert isinstance(e, CollectionDeleted)
-    await conn.execute(
-        "DELETE FROM records WHERE workspace_id = %s AND collection = %s", (s.workspace_id, e.name)
-    )
+    # Its records were tombstoned one by one just before this event.
     await conn.execute(
         "DELETE FROM collections WHERE workspace_id = %s AND name = %s", (s.workspace_id, e.name)
     )

@@ -1,0 +1,99 @@
+"""`rekor serve`: start (or connect to) the stack, make the first admin key, run the API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+
+from commands.config import Settings
+
+
+def _progress(message: str) -> None:
+    print(f"rekor: {message}", file=sys.stderr, flush=True)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Structured logs: one JSON object per line on stderr."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format='{"ts": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s",'
+        ' "msg": %(message)r}',
+        stream=sys.stderr,
+    )
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+async def _first_admin_key(settings: Settings) -> str | None:
+    from commands.bootstrap import build_service
+
+    service = await build_service(settings.database_url, min_size=1, max_size=2)
+    try:
+        return await service.ensure_admin_key()
+    finally:
+        await service.close()
+
+
+def serve(host: str, port: int, data_dir: str, *, access_log: bool = False) -> int:
+    """Run Rekor until SIGINT/SIGTERM; returns the process exit code."""
+    from deploy.stack import EmbeddedStack, StackError
+
+    configure_logging()
+    if not access_log:
+        logging.getLogger("rekor.access").setLevel(logging.WARNING)
+    data_path = Path(data_dir).resolve()
+    data_path.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    stack = EmbeddedStack.from_env(data_path, progress=_progress)
+    try:
+        endpoints = stack.start()
+    except StackError as exc:
+        _progress(f"could not start the stack: {exc}")
+        stack.stop()
+        return 5
+    try:
+        settings = Settings.from_env(
+            database_url=endpoints.database_url,
+            nats_url=endpoints.nats_url,
+            s3_endpoint=endpoints.s3_endpoint,
+            s3_access_key=endpoints.s3_access_key,
+            s3_secret_key=endpoints.s3_secret_key,
+            s3_bucket=endpoints.s3_bucket,
+            s3_region=endpoints.s3_region,
+            data_dir=str(data_path),
+        )
+        key = asyncio.run(_first_admin_key(settings))
+        key_file = data_path / "admin.key"
+        if key is not None:
+            key_file.write_text(key + "\n")
+            os.chmod(key_file, 0o600)
+            _progress(f"first start: created admin API key (also in {key_file}):")
+            print(key, flush=True)
+        url = f"http://{host}:{port}"
+        with open(data_path / "server.url", "w") as fh:
+            fh.write(url + "\n")
+        from api.app import create_app
+
+        app = create_app(settings)
+        _progress(f"stack ready in {time.monotonic() - started:.1f}s; serving {url}")
+        _progress(f"OpenAPI: {url}/schema/openapi.json   health: {url}/health   MCP: {url}/mcp")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+        server = uvicorn.Server(config)
+        server.run()
+        return 0
+    finally:
+        _progress("stopping")
+        stack.stop()
