@@ -77,6 +77,8 @@ async def emit(
     """Append one event and apply it to the projections in the same transaction."""
     stored = await tx.append(stream, event, stream_version, ctx.meta)
     await projector.apply(tx.conn, stored)
+    if stored.type.startswith(("collection.", "workspace.")):
+        tx.memo.clear()
     return stored
 
 
@@ -143,17 +145,24 @@ async def _violations(
     )
     failing: list[str] = []
     samples: list[dict[str, Any]] = []
-    async with tx.conn.cursor(name="schema_check") as cur:
-        await cur.execute(
-            "SELECT id::text, data FROM records WHERE workspace_id = %s AND collection = %s",
-            (tx.workspace_id, name),
+    # Keyset pages rather than a server-side cursor: the writer runs in pipeline mode.
+    after = "00000000-0000-0000-0000-000000000000"
+    while True:
+        cur = await tx.conn.execute(
+            "SELECT id::text, data FROM records WHERE workspace_id = %s AND collection = %s"
+            " AND id > %s ORDER BY id LIMIT 1000",
+            (tx.workspace_id, name, after),
         )
-        async for rid, data in cur:
+        rows = await cur.fetchall()
+        if not rows:
+            break
+        for rid, data in rows:
             errs = schema_errors(validator, data)
             if errs:
                 failing.append(rid)
                 if len(samples) < 20:
                     samples.extend({"record_id": rid, **e} for e in errs[:3])
+        after = rows[-1][0]
     return failing, samples
 
 
@@ -252,7 +261,11 @@ async def delete_collection(cmd: DeleteCollection, tx: WorkspaceTx, ctx: Context
 
 
 async def _collection_validator(tx: WorkspaceTx, name: str) -> Any:
-    row = await find_collection(tx.conn, tx.workspace_id, name)
+    key = ("collection", name)
+    if key in tx.memo:
+        row = tx.memo[key]
+    else:
+        row = tx.memo[key] = await find_collection(tx.conn, tx.workspace_id, name)
     if row is None:
         raise NotFound(
             f"collection '{name}' not found in workspace '{tx.workspace_id}'",

@@ -13,6 +13,7 @@ poisons the shared transaction; the group is then rolled back and every job re-r
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from events.errors import NotFound, RekorError
 from events.store import StoredEvent, WorkspaceTx, lock_workspace
+
+log = logging.getLogger("rekor.writer")
 
 Work = Callable[[WorkspaceTx], Awaitable[Any]]
 
@@ -89,7 +92,10 @@ class WorkspaceWriter:
     async def _run(self, workspace_id: str, group: list[Job]) -> None:
         try:
             outcomes = await self._transaction(workspace_id, group)
-        except _Poisoned:
+        except _Poisoned as exc:
+            log.error(
+                "write job failed after appending in %s", workspace_id, exc_info=exc.__cause__
+            )
             if len(group) > 1:
                 for job in group:
                     await self._run(workspace_id, [job])
@@ -97,7 +103,7 @@ class WorkspaceWriter:
             outcomes = [(group[0], None, _internal())]
         except RekorError as exc:
             outcomes = [(job, None, exc) for job in group]
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.OperationalError, OSError) as exc:
             if len(group) > 1:
                 for job in group:
                     await self._run(workspace_id, [job])
@@ -123,7 +129,9 @@ class WorkspaceWriter:
         self, workspace_id: str, group: list[Job]
     ) -> list[tuple[Job, Any, BaseException | None]]:
         outcomes: list[tuple[Job, Any, BaseException | None]] = []
-        async with self._pool.connection() as conn, conn.transaction():
+        # Pipeline mode: statements whose results nobody reads (event and projection writes)
+        # are sent without waiting, so a command costs about one round trip, not four.
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             tx = await lock_workspace(
                 conn, workspace_id, create=any(j.creates_workspace for j in group)
             )

@@ -8,6 +8,9 @@ from typing import Any, Union
 import msgspec
 
 # Importing a module registers its Event subclasses. Add new event modules here.
+from events import attachments as _attachments  # noqa: F401
+from events import relationships as _relationships  # noqa: F401
+from events import streaming as _streaming  # noqa: F401
 from events import types as _core  # noqa: F401
 from events.types import Event, all_event_types
 

@@ -116,6 +116,9 @@ class WorkspaceTx:
         self.now = now
         self.exists = exists
         self.appended: list[StoredEvent] = []
+        # Per-transaction memo for lookups that many commands of one group repeat (e.g. the
+        # collection schema). Whoever emits an event that changes a memoised thing clears it.
+        self.memo: dict[Any, Any] = {}
 
     async def append(
         self,

@@ -38,7 +38,9 @@ async def test_sixteen_writers_gapless_and_no_lost_update(settings: Any, service
     counter = (await service.upsert_record(SYSTEM, ws, "counters", {"n": 0})).body["id"]
     # Sixteen independent services = sixteen pools and group-commit writers: they contend on
     # the workspace row lock in Postgres, as separate server processes would.
-    writers = [await build_service(settings.database_url, min_size=1, max_size=2) for _ in range(16)]
+    writers = [
+        await build_service(settings.database_url, min_size=1, max_size=2) for _ in range(16)
+    ]
     increments_each = 5
     conflicts = 0
 
@@ -111,10 +113,10 @@ async def _snapshot(service: Any, ws: str) -> dict[str, list[tuple[Any, ...]]]:
     async with service.connection() as conn:
         for table in [*PROJECTION_TABLES, "workspaces"]:
             cur = await conn.execute(
-                f"SELECT * FROM {table} WHERE workspace_id = %s",  # noqa: S608 - our tables
+                f"SELECT * FROM {table} WHERE workspace_id = %s",
                 (ws,),
             )
-            out[table] = sorted((tuple(map(repr, row)) for row in await cur.fetchall()))
+            out[table] = sorted(tuple(map(repr, row)) for row in await cur.fetchall())
     return out
 
 
@@ -200,9 +202,7 @@ async def test_kill_9_loses_nothing_acknowledged(
     assert len(acked) >= 200
     async with service.connection() as conn:
         events = await read_workspace(conn, ws, 0, 100_000)
-        cur = await conn.execute(
-            "SELECT id::text FROM records WHERE workspace_id = %s", (ws,)
-        )
+        cur = await conn.execute("SELECT id::text FROM records WHERE workspace_id = %s", (ws,))
         stored = {r[0] for r in await cur.fetchall()}
     assert set(acked) <= stored, "an acknowledged write was lost"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
