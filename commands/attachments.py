@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uuid_utils
-from psycopg.rows import dict_row
 
 from commands.handlers import RECORD_DELETE_HOOKS, Context, emit, route
 from commands.principal import Principal
@@ -357,6 +356,7 @@ class AttachmentsMixin:
     extensions: dict[str, Any]
     pool: Any
     execute: Any
+    _require_workspace: Any
 
     def _attachment_storage(self) -> Any:
         component = self.extensions.get("attachments")
@@ -579,15 +579,18 @@ class AttachmentsMixin:
         size, content_type, etag. Works after the attachment or its record was deleted."""
         ws, collection, rid = self._target(principal, workspace_id, collection, record_id, "read")
         filename = check_filename(filename)
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            items = await views.attachment_history(conn, ws, stream_of(rid, filename))
-            if not items:
-                await cur.execute(
+        async with self.pool.connection() as conn:
+            await self._require_workspace(conn, ws)
+            owner, items = await views.attachment_history(conn, ws, stream_of(rid, filename))
+            if owner is None:
+                cur = await conn.execute(
                     "SELECT collection FROM records WHERE workspace_id = %s AND id = %s",
                     (ws, rid),
                 )
                 row = await cur.fetchone()
-                if row is None or row["collection"] != collection:
-                    raise record_not_found(ws, collection, rid)
+                owner = row[0] if row else None
+            if owner != collection:
+                raise record_not_found(ws, collection, rid)
+            if not items:
                 raise _no_attachment(filename, rid)
         return {"data": items, "meta": {"limit": len(items), "next_cursor": None}}

@@ -22,6 +22,8 @@ class AttachmentAdded(Event, tag="attachment.added"):
     size: int
     content_type: str
     etag: str
+    # Uploads of this filename nobody completed before this one: never completable now.
+    discarded_keys: list[str] = []
 
 
 class AttachmentDeleted(Event, tag="attachment.deleted"):

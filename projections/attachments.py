@@ -247,11 +247,14 @@ async def list_attachments(
 
 async def attachment_history(
     conn: psycopg.AsyncConnection, workspace_id: str, stream: str
-) -> list[dict[str, Any]]:
-    """Every event of one attachment stream (uploads and deletes), oldest first."""
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """Every event of one attachment stream (uploads and deletes), oldest first, and the
+    collection its record belongs to (None when the stream is empty)."""
     items: list[dict[str, Any]] = []
+    collection: str | None = None
     for s in await read_stream(conn, workspace_id, stream):
         e = event_to_dict(s.event)
+        collection = e["collection"]
         item: dict[str, Any] = {
             "version": e["version"],
             "seq": s.seq,
@@ -265,4 +268,4 @@ async def attachment_history(
         else:
             item["reason"] = e.get("reason")
         items.append(item)
-    return items
+    return collection, items
