@@ -216,3 +216,46 @@ async def test_kill_9_loses_nothing_acknowledged(
             assert r.status_code == 200
     finally:
         again.stop()
+
+
+async def test_rebuild_through_the_cli(service: Any, settings: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    ws = unique()
+    await service.create_workspace(SYSTEM, ws)
+    await service.upsert_collection(SYSTEM, ws, "incidents", INCIDENT_SCHEMA)
+    for i in range(5):
+        await service.upsert_record(SYSTEM, ws, "incidents", {**INCIDENT, "title": f"t{i}"})
+    before = await _snapshot(service, ws)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.app",
+            "admin",
+            "rebuild-projections",
+            "--workspace",
+            ws,
+            "--database-url",
+            settings.database_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{ws}: rebuilt from 7 events" in proc.stdout
+    assert await _snapshot(service, ws) == before
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.app", "admin", "rebuild-projections"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in __import__("os").environ.items() if k != "REKOR_DATABASE_URL"},
+    )
+    assert proc.returncode == 1 and "REKOR_DATABASE_URL" in proc.stderr
