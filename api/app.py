@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import provide_principal, provide_service
 from api.errors import EXCEPTION_HANDLERS, error_response
+from api.routes.attachments import AttachmentController
 from api.routes.core import (
     ApiKeyController,
     CollectionController,
@@ -106,6 +107,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         CollectionController,
         RecordController,
         ApiKeyController,
+        AttachmentController,
     ]
     route_handlers += extra_route_handlers or []
     return Litestar(

@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import projections.core  # noqa: F401 - registers projectors and migrations
 from commands import apikeys  # noqa: F401 - registers its migration
+from commands.attachment_cleanup import start_attachments
 from commands.service import RekorService
 from commands.writer import WorkspaceWriter
 from events import store  # noqa: F401 - registers the event store migration
@@ -49,6 +50,7 @@ async def migrate_only(database_url: str) -> list[str]:
 # an async function (service, settings) -> component with an async `stop()` (and optionally
 # an async `health()` -> str). They are started after the service and stopped before it.
 COMPONENT_STARTERS: list = []
+COMPONENT_STARTERS.append(start_attachments)
 
 
 async def start_components(service: RekorService, settings: object) -> None:

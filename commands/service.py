@@ -14,8 +14,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from commands import apikeys
+from commands.attachments import AttachmentsMixin
+from commands.batch import BatchMixin
 from commands.handlers import Context, handle
 from commands.principal import Principal
+from commands.relationships import RelationshipsMixin
 from commands.types import (
     Command,
     CommandResult,
@@ -49,7 +52,7 @@ def check_limit(limit: Any, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIM
     return limit
 
 
-class RekorService:
+class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin):
     """The application service. Built once by `commands.bootstrap.build_service`."""
 
     def __init__(self, pool: AsyncConnectionPool, writer: WorkspaceWriter) -> None:
