@@ -25,6 +25,7 @@ from api.routes.core import (
     RecordController,
     WorkspaceController,
 )
+from api.routes.query import QueryController
 from commands.bootstrap import build_service, start_components, stop_components
 from commands.config import Settings
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         RecordController,
         ApiKeyController,
         AttachmentController,
+        QueryController,
     ]
     route_handlers += extra_route_handlers or []
     return Litestar(

@@ -18,6 +18,7 @@ from commands.attachments import AttachmentsMixin
 from commands.batch import BatchMixin
 from commands.handlers import Context, handle
 from commands.principal import Principal
+from commands.query import QueryMixin
 from commands.relationships import RelationshipsMixin
 from commands.types import (
     Command,
@@ -52,7 +53,7 @@ def check_limit(limit: Any, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIM
     return limit
 
 
-class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin):
+class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin, QueryMixin):
     """The application service. Built once by `commands.bootstrap.build_service`."""
 
     def __init__(self, pool: AsyncConnectionPool, writer: WorkspaceWriter) -> None:
