@@ -32,6 +32,10 @@ Pieces:
   or `-` for stdin. Bad JSON or a missing file is a `CliError` (exit 1) naming the argument.
 - `require_workspace(value) -> str`: `--workspace` / `REKOR_WORKSPACE`, else a usage error.
 - `Workspace`: the `--workspace/-w` parameter type (reads `REKOR_WORKSPACE`).
+- `json_param(help)`: the `Parameter` for a JSON argument: `Annotated[str, json_param("...")]`
+  (it lets `-` through as a value).
+- Help text: put examples under a `For example:` line in the docstring (cyclopts swallows a
+  section titled `Examples:`).
 - `CliError(message, exit_code, code=None, details=None)`: raise it from a command; `main()`
   prints it on stderr (as the contract's error JSON when output is json) and exits with
   `exit_code`. `fail_not_available(what)` raises the exit-5 "not available yet" error.
@@ -86,6 +90,11 @@ Workspace = Annotated[
         help="Workspace id (or set REKOR_WORKSPACE).",
     ),
 ]
+
+
+def json_param(help: str) -> Parameter:
+    """The cyclopts parameter of a JSON argument (accepts `-` for stdin)."""
+    return Parameter(help=help, allow_leading_hyphen=True)
 
 
 class CliError(Exception):
@@ -260,7 +269,8 @@ def unreachable(url: str, exc: Exception) -> Unreachable:
 
 
 def decode_response(response: httpx.Response) -> Any:
-    """The JSON body of a 2xx response; an `ApiError` for anything else."""
+    """The JSON body of a 2xx response; an `ApiError` for anything else. A route the server
+    does not have (404 "no such endpoint", 405) means the capability is not there yet."""
     try:
         body = response.json() if response.content else None
     except ValueError:
@@ -268,6 +278,20 @@ def decode_response(response: httpx.Response) -> Any:
     if response.is_success:
         return body
     error = body.get("error") if isinstance(body, dict) else None
+    missing_route = response.status_code == 405 or (
+        response.status_code == 404
+        and isinstance(error, dict)
+        and str(error.get("message", "")).startswith("no such endpoint")
+    )
+    if missing_route:
+        request = response.request
+        raise ApiError(
+            501,
+            "NOT_IMPLEMENTED",
+            f"this Rekor server has no {request.method} {request.url.path} endpoint: the"
+            " capability is not available yet on this server",
+            None,
+        )
     if isinstance(error, dict) and "code" in error:
         raise ApiError(
             response.status_code,
