@@ -26,6 +26,7 @@ from api.routes.core import (
     WorkspaceController,
 )
 from api.routes.query import QueryController
+from api.routes.streaming import EventController, HookController, TriggerController
 from commands.bootstrap import build_service, start_components, stop_components
 from commands.config import Settings
 
@@ -110,6 +111,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         ApiKeyController,
         AttachmentController,
         QueryController,
+        TriggerController,
+        HookController,
+        EventController,
     ]
     route_handlers += extra_route_handlers or []
     return Litestar(

@@ -14,6 +14,7 @@ from commands.service import RekorService
 from commands.writer import WorkspaceWriter
 from events import store  # noqa: F401 - registers the event store migration
 from events.migrations import migrate
+from stream import components as stream_components
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -51,6 +52,7 @@ async def migrate_only(database_url: str) -> list[str]:
 # an async `health()` -> str). They are started after the service and stopped before it.
 COMPONENT_STARTERS: list = []
 COMPONENT_STARTERS.append(start_attachments)
+COMPONENT_STARTERS.extend(stream_components.STARTERS)
 
 
 async def start_components(service: RekorService, settings: object) -> None:

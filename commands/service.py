@@ -20,6 +20,7 @@ from commands.handlers import Context, handle
 from commands.principal import Principal
 from commands.query import QueryMixin
 from commands.relationships import RelationshipsMixin
+from commands.streaming import StreamingMixin
 from commands.types import (
     Command,
     CommandResult,
@@ -53,7 +54,7 @@ def check_limit(limit: Any, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIM
     return limit
 
 
-class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin, QueryMixin):
+class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin, StreamingMixin, QueryMixin):
     """The application service. Built once by `commands.bootstrap.build_service`."""
 
     def __init__(self, pool: AsyncConnectionPool, writer: WorkspaceWriter) -> None:
