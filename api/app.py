@@ -18,7 +18,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import provide_principal, provide_service
 from api.errors import EXCEPTION_HANDLERS, error_response
+from api.idempotency import OPENAPI_TEXT as IDEMPOTENCY_TEXT
+from api.idempotency import idempotency_middleware
 from api.routes.attachments import AttachmentController
+from api.routes.batch import BatchController
 from api.routes.core import (
     ApiKeyController,
     CollectionController,
@@ -26,6 +29,7 @@ from api.routes.core import (
     WorkspaceController,
 )
 from api.routes.query import QueryController
+from api.routes.relationships import RelatedController, RelationshipController
 from api.routes.streaming import EventController, HookController, TriggerController
 from commands.bootstrap import build_service, start_components, stop_components
 from commands.config import Settings
@@ -110,6 +114,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         RecordController,
         ApiKeyController,
         AttachmentController,
+        RelationshipController,
+        RelatedController,
+        BatchController,
         QueryController,
         TriggerController,
         HookController,
@@ -124,7 +131,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         },
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        middleware=[access_log_middleware],
+        middleware=[access_log_middleware, idempotency_middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Rekor",
@@ -134,7 +141,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
                 " Schema at runtime, records, relationships, files, webhooks and preview"
                 " workspaces. Every write is an event in a per-workspace log; every write"
                 " response carries its log position `seq`. Errors are always"
-                ' `{"error": {"code", "message", "details"}}`.'
+                ' `{"error": {"code", "message", "details"}}`.' + IDEMPOTENCY_TEXT
             ),
             path="/schema",
             use_handler_docstrings=True,
