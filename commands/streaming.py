@@ -127,8 +127,9 @@ class DeleteHook(Command):
 async def _require_collection(tx: WorkspaceTx, name: str, path: str) -> None:
     if await reads.find_collection(tx.conn, tx.workspace_id, name) is None:
         raise NotFound(
-            f"collection '{name}' not found in workspace '{tx.workspace_id}'",
-            [{"path": path, "message": "create the collection first, or fix the name"}],
+            f"collection '{name}' not found in workspace '{tx.workspace_id}': create the"
+            " collection first, or fix the name",
+            [{"path": path, "message": "no such collection"}],
         )
 
 

@@ -318,10 +318,10 @@ class EventController(Controller):
         )
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
-            yield ServerSentEventMessage(comment="rekor change feed", retry=1000)
+            yield ServerSentEventMessage(data=None, comment="rekor change feed", retry=1000)
             async for event in feed:
                 if event is None:
-                    yield ServerSentEventMessage(comment="keep-alive")
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
                     continue
                 yield ServerSentEventMessage(
                     id=event["seq"],

@@ -136,9 +136,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.requests.append(
-            {"headers": dict(request.headers), "body": body, "at": time.time()}
-        )
+        self.requests.append({"headers": dict(request.headers), "body": body, "at": time.time()})
         if self.delay:
             await asyncio.sleep(self.delay)
         status = self.plan.pop(0) if self.plan else self.default_status
@@ -172,14 +170,14 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05
+    check: Callable[[], Awaitable[Any]], deadline_s: float = 20.0, interval: float = 0.05
 ) -> Any:
     """Poll `check` until it returns something truthy (its value), or fail at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + deadline_s
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+    raise AssertionError(f"condition not met within {deadline_s} s (last: {last!r})")
