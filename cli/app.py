@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
+from cli.attachments import attachments_app
 from cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -191,6 +192,7 @@ app.command(relationships_app)
 app.command(query_relationships, name="query-relationships")
 app.command(batch)
 app.command(admin_app)
+app.command(attachments_app, name="attachments")
 import cli.admin  # noqa: E402, F401 - adds rebuild-projections and migrate to `admin`
 
 
