@@ -33,6 +33,7 @@ from api.routes.relationships import RelatedController, RelationshipController
 from api.routes.streaming import EventController, HookController, TriggerController
 from commands.bootstrap import build_service, start_components, stop_components
 from commands.config import Settings
+from mcp_server.http import mount_mcp
 
 access_log = logging.getLogger("rekor.access")
 
@@ -123,6 +124,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         EventController,
     ]
     route_handlers += extra_route_handlers or []
+    # MCP (streamable HTTP) at /mcp: same process, same service, same API keys.
+    mcp_handler, mcp_lifespan = mount_mcp()
+    route_handlers.append(mcp_handler)
     return Litestar(
         route_handlers=route_handlers,
         dependencies={
@@ -130,7 +134,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, mcp_lifespan],
         middleware=[access_log_middleware, idempotency_middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
