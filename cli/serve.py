@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,14 @@ from pathlib import Path
 import uvicorn
 
 from commands.config import Settings
+
+
+class _StopRequested(Exception):
+    """SIGINT/SIGTERM after uvicorn's graceful shutdown."""
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise _StopRequested
 
 
 def _progress(message: str) -> None:
@@ -92,7 +101,15 @@ def serve(host: str, port: int, data_dir: str, *, access_log: bool = False) -> i
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
-        server.run()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
+        # previous handler; these handlers turn that into a normal exit so the stack below is
+        # stopped in order and the exit code is 0.
+        signal.signal(signal.SIGTERM, _stop_requested)
+        signal.signal(signal.SIGINT, _stop_requested)
+        try:
+            server.run()
+        except _StopRequested:
+            pass
         return 0
     finally:
         _progress("stopping")
