@@ -7,11 +7,11 @@ fragments by the shape of the (validated) filter.
 
 Fields
     `data.<path>`: dot-separated keys, each made of letters, digits, `_` or `-` (1-64
-    characters, at most 16 segments). A segment of digits only also indexes into an array
-    (`data.items.0.sku`), exactly like PostgreSQL's `#>`: on an array it is the position, on an
-    object the key. `data` alone is accepted by `has` (a top-level key) and `search` (every
-    string in the record). System fields: `id external_id external_source version created_at
-    updated_at`.
+    characters, at most 16 segments). An integer segment also indexes into an array
+    (`data.items.0.sku`; `-1` is the last element), exactly like PostgreSQL's `#>`: on an array
+    it is the position, on an object the key. `data` alone is accepted by `has` (a top-level
+    key) and `search` (every string in the record). System fields: `id external_id
+    external_source version created_at updated_at`.
 
 Conditions and their semantics (every condition is strictly true or false, never NULL, so
 `not` is always the exact complement):
@@ -73,6 +73,7 @@ from psycopg.types.json import Jsonb
 
 from events.errors import ValidationError
 from events.migrations import register
+from projections import core as _core  # noqa: F401 - its tables must be created before our indexes
 from projections.reads import encode_cursor, page, record_json
 
 register(
@@ -145,7 +146,7 @@ _IN_CONTAINMENT_MAX = 50
 STATEMENT_TIMEOUT_MS = 20_000
 
 _SEGMENT = re.compile(r"^[\w-]{1,64}$")
-_DIGITS = re.compile(r"^\d+$")
+_INDEX = re.compile(r"^-?\d+$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 # Same pattern as rekor_try_timestamptz: what counts as a datetime in a filter value.
 DATETIME_RE = re.compile(
@@ -265,8 +266,8 @@ def _nest(path: tuple[str, ...], value: Any) -> Any:
 
 
 def _containable(f: Field) -> bool:
-    # Containment addresses object keys only; a digits segment may be an array position.
-    return bool(f.path) and not any(_DIGITS.match(s) for s in f.path)
+    # Containment addresses object keys only; an integer segment may be an array position.
+    return bool(f.path) and not any(_INDEX.match(s) for s in f.path)
 
 
 # -- filter compiler ----------------------------------------------------------------------------
