@@ -387,7 +387,7 @@ def _delete_relationship(op: dict[str, Any], path: str, expected: int | None) ->
             if raw in names.relationships:
                 rid = names.relationships[raw]
             else:
-                rid = _checked(path, check_relationship_id, raw, "id")
+                rid = check_relationship_id(raw, "$.id")
             return DeleteRelationship(id=rid, expected_version=expected)
 
         return by_id
