@@ -2,7 +2,8 @@
 `POST .../records/aggregate`, `rekor records query` and the `query_records` MCP tool.
 
 The filter DSL, its semantics and the SQL it compiles to live in `projections.query`; this
-module checks the caller, the workspace and the collection, resolves `as_of`, and runs it.
+module checks the caller, validates and compiles the request before touching the database,
+resolves `as_of`, and runs it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import psycopg
 
 from commands.principal import Principal
 from commands.validation import check_workspace_id
-from events.errors import NotFound, ValidationError
+from events.errors import ValidationError
 from projections import query as engine
 from projections import reads
 
@@ -30,27 +30,6 @@ def _json_arg(value: Any, name: str) -> Any:
                 [{"path": f"$.{name}", "message": "send a JSON object or list"}],
             ) from None
     return value
-
-
-async def _require_collection(
-    conn: psycopg.AsyncConnection, workspace_id: str, collection: str, cut: int | None
-) -> None:
-    """The workspace and the collection must exist (or, with `as_of`, have existed then)."""
-    if not await reads.workspace_exists(conn, workspace_id):
-        raise NotFound(
-            f"workspace '{workspace_id}' not found",
-            [{"path": "workspace_id", "message": "list workspaces to see the ids you can use"}],
-        )
-    if await reads.find_collection(conn, workspace_id, collection) is not None:
-        return
-    if cut is not None:
-        cur = await conn.execute(
-            "SELECT 1 FROM events WHERE workspace_id = %s AND stream = %s AND seq <= %s LIMIT 1",
-            (workspace_id, f"collection:{collection}", cut),
-        )
-        if await cur.fetchone() is not None:
-            return
-    await reads.get_collection(conn, workspace_id, collection)  # raises NOT_FOUND
 
 
 class QueryMixin:
@@ -96,7 +75,7 @@ class QueryMixin:
         )
         async with self.pool.connection() as conn:
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
-            await _require_collection(conn, ws, collection, cut)
+            await engine.prepare_read(conn, ws, collection, cut)
             return await engine.run_query(conn, ws, collection, plan, cut)
 
     async def aggregate_records(
@@ -124,5 +103,5 @@ class QueryMixin:
         )
         async with self.pool.connection() as conn:
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
-            await _require_collection(conn, ws, collection, cut)
+            await engine.prepare_read(conn, ws, collection, cut)
             return await engine.run_aggregate(conn, ws, collection, plan, cut)

@@ -71,7 +71,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from events.errors import ValidationError
+from events.errors import NotFound, ValidationError
 from events.migrations import register
 from projections import core as _core  # noqa: F401 - its tables must be created before our indexes
 from projections.reads import encode_cursor, page, record_json
@@ -878,15 +878,50 @@ def _where(q: _Sql, workspace_id: str, collection: str, where: Frag | None) -> N
         q.add(" AND ", []).add(*where)
 
 
+async def prepare_read(
+    conn: psycopg.AsyncConnection, workspace_id: str, collection: str, cut: int | None
+) -> None:
+    """In one round trip: settings for this read's transaction, and NOT_FOUND unless the
+    workspace exists and the collection exists (or, at `cut`, had been created by then).
+
+    The settings are transaction-local (the pooled connection is not in autocommit, so the
+    whole read is one transaction): a statement timeout, and custom plans always. One SQL text
+    serves `eq severity` (a quarter of the rows: walk the sort index) and `eq customer_id`
+    (ten rows: GIN bitmap); a cached generic plan would pick one strategy for both.
+    """
+    sql = (
+        "SELECT set_config('statement_timeout', %s, true),"
+        " set_config('plan_cache_mode', 'force_custom_plan', true),"
+        " EXISTS (SELECT 1 FROM workspaces WHERE workspace_id = %s AND created_at IS NOT NULL"
+        " AND deleted_at IS NULL),"
+        " EXISTS (SELECT 1 FROM collections WHERE workspace_id = %s AND name = %s)"
+    )
+    params: list[Any] = [str(STATEMENT_TIMEOUT_MS), workspace_id, workspace_id, collection]
+    if cut is not None:
+        sql += (
+            ", EXISTS (SELECT 1 FROM events WHERE workspace_id = %s AND stream = %s AND seq <= %s)"
+        )
+        params += [workspace_id, f"collection:{collection}", cut]
+    cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+    row = await cur.fetchone()
+    assert row is not None
+    if not row[2]:
+        raise NotFound(
+            f"workspace '{workspace_id}' not found",
+            [{"path": "workspace_id", "message": "list workspaces to see the ids you can use"}],
+        )
+    if not row[3] and not (cut is not None and row[4]):
+        raise NotFound(
+            f"collection '{collection}' not found in workspace '{workspace_id}'",
+            [{"path": "collection", "message": "list collections to see what exists"}],
+        )
+
+
 async def _fetch(conn: psycopg.AsyncConnection, q: _Sql) -> list[dict[str, Any]]:
     try:
-        async with conn.transaction():
-            await conn.execute(
-                "SELECT set_config('statement_timeout', %s, true)", (str(STATEMENT_TIMEOUT_MS),)
-            )
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(q.text(), q.params)  # type: ignore[arg-type]
-                return await cur.fetchall()
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(q.text(), q.params)  # type: ignore[arg-type]
+            return await cur.fetchall()
     except psycopg.errors.QueryCanceled as exc:
         raise _invalid(
             "$.filter",
@@ -895,14 +930,10 @@ async def _fetch(conn: psycopg.AsyncConnection, q: _Sql) -> list[dict[str, Any]]
         ) from exc
 
 
-async def run_query(
-    conn: psycopg.AsyncConnection,
-    workspace_id: str,
-    collection: str,
-    plan: QueryPlan,
-    cut: int | None = None,
-) -> dict[str, Any]:
-    """Run a compiled query against the live records, or against the log at seq `cut`."""
+def query_sql(
+    workspace_id: str, collection: str, plan: QueryPlan, cut: int | None = None
+) -> tuple[str, list[Any], list[tuple[str, ...]]]:
+    """The SELECT for a compiled query (text, parameters, projected data paths)."""
     q = _Sql().add(
         "SELECT r.id::text AS id, r.collection, r.external_id, r.external_source, r.version,"
         " r.created_at, r.updated_at, r.updated_seq"
@@ -930,6 +961,19 @@ async def run_query(
     q.add(" LIMIT %s", [plan.limit + 1])
     if plan.offset:
         q.add(" OFFSET %s", [plan.offset])
+    return q.text(), q.params, data_paths
+
+
+async def run_query(
+    conn: psycopg.AsyncConnection,
+    workspace_id: str,
+    collection: str,
+    plan: QueryPlan,
+    cut: int | None = None,
+) -> dict[str, Any]:
+    """Run a compiled query against the live records, or against the log at seq `cut`."""
+    text, params, data_paths = query_sql(workspace_id, collection, plan, cut)
+    q = _Sql().add(text, params)
     rows = await _fetch(conn, q)
 
     more = len(rows) > plan.limit
@@ -1086,14 +1130,10 @@ def _number(value: Any) -> Any:
     return value
 
 
-async def run_aggregate(
-    conn: psycopg.AsyncConnection,
-    workspace_id: str,
-    collection: str,
-    plan: AggregatePlan,
-    cut: int | None = None,
-) -> dict[str, Any]:
-    """Run a compiled aggregate over the live records, or over the log at seq `cut`."""
+def aggregate_sql(
+    workspace_id: str, collection: str, plan: AggregatePlan, cut: int | None = None
+) -> tuple[str, list[Any]]:
+    """The SELECT for a compiled aggregate (text, parameters)."""
     q = _Sql().add("SELECT ")
     cols: list[Frag] = [
         (f"{expr[0]} AS _g{i}", expr[1]) for i, (_, expr, _) in enumerate(plan.groups)
@@ -1107,6 +1147,18 @@ async def run_aggregate(
         q.add(f" GROUP BY {ordinals} ORDER BY ")
         q.add(", ".join(f"{i + 1} NULLS LAST" for i in range(len(plan.groups))))
         q.add(" LIMIT %s", [MAX_GROUPS + 1])
+    return q.text(), q.params
+
+
+async def run_aggregate(
+    conn: psycopg.AsyncConnection,
+    workspace_id: str,
+    collection: str,
+    plan: AggregatePlan,
+    cut: int | None = None,
+) -> dict[str, Any]:
+    """Run a compiled aggregate over the live records, or over the log at seq `cut`."""
+    q = _Sql().add(*aggregate_sql(workspace_id, collection, plan, cut))
     rows = await _fetch(conn, q)
     truncated = len(rows) > MAX_GROUPS
     items = []
