@@ -32,8 +32,10 @@ attachments_app = App(
     help="Files attached to records (stored in S3; moved with presigned URLs).",
 )
 
-CHUNK = 1024 * 1024
-PROGRESS_FROM = 4 * CHUNK  # smaller files finish before a bar would be worth drawing
+# 4 MiB pieces: few enough system calls to keep up with a direct PUT, small enough that a large
+# file is never held in memory.
+CHUNK = 4 * 1024 * 1024
+PROGRESS_FROM = 2 * CHUNK  # smaller files finish before a bar would be worth drawing
 
 Filename = Annotated[
     str,
@@ -77,7 +79,7 @@ def _base(ws: str, collection: str, record: str, source: str | None) -> str:
 
 
 def _chunks(path: Path, size: int, show_progress: bool) -> Iterator[bytes]:
-    """The file in 1 MiB pieces (never all of it in memory), drawing progress on stderr."""
+    """The file in CHUNK pieces (never all of it in memory), drawing progress on stderr."""
     progress = None
     task = None
     if show_progress:

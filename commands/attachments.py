@@ -421,7 +421,7 @@ class AttachmentsMixin:
                 raise _too_large(size, component.max_bytes)
         head = await self._record_head(ws, collection, rid)
         key = new_object_key(ws, collection, rid, filename, head)
-        url = await component.storage.presign_put(key, content_type, expires, size)
+        url = component.storage.presign_put(key, content_type, expires, size)
         headers = {"Content-Type": content_type}
         if size is not None:
             headers["Content-Length"] = str(size)
@@ -539,7 +539,7 @@ class AttachmentsMixin:
                     )
         if row is None:
             raise _no_attachment(filename, rid)
-        url = await component.storage.presign_get(row["key"], expires, download_name=filename)
+        url = component.storage.presign_get(row["key"], expires, download_name=filename)
         return {
             "url": url,
             "method": "GET",

@@ -8,9 +8,13 @@ endpoint) while HEAD/LIST/DELETE use the endpoint the server reaches.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -61,12 +65,11 @@ class ObjectStorage:
         )
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
-        self._presigner: Any = None
+        self._signer = PresignerV4(self.public_endpoint, access_key or "", secret_key or "", region)
 
     def _config(self) -> AioConfig:
-        # Path-style addressing works with every S3 server (and with IP endpoints); SigV4 is
-        # what signs the Content-Type (and Content-Length) into an upload URL. Short timeouts
-        # and few retries: callers (the cleanup consumer) retry on their own schedule.
+        # Path-style addressing works with every S3 server (and with IP endpoints). Short
+        # timeouts and few retries: callers (the cleanup consumer) retry on their own schedule.
         return AioConfig(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
@@ -77,16 +80,10 @@ class ObjectStorage:
         )
 
     async def start(self) -> None:
-        """Open the clients (no network I/O yet)."""
+        """Open the client (no network I/O yet)."""
         self._client = await self._stack.enter_async_context(
             self._session.client("s3", endpoint_url=self.endpoint, config=self._config())
         )
-        if self.public_endpoint == self.endpoint:
-            self._presigner = self._client
-        else:
-            self._presigner = await self._stack.enter_async_context(
-                self._session.client("s3", endpoint_url=self.public_endpoint, config=self._config())
-            )
 
     async def stop(self) -> None:
         """Close the clients."""
@@ -111,32 +108,22 @@ class ObjectStorage:
             raise _unavailable("creating the bucket", exc) from exc
         log.info("created bucket %s", self.bucket)
 
-    async def presign_put(
+    def presign_put(
         self, key: str, content_type: str, expires_in: int, size: int | None = None
     ) -> str:
         """A URL that accepts one PUT of `key` with exactly this Content-Type (and
         Content-Length, when given): both are signed into the URL."""
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        headers = {"content-type": content_type}
         if size is not None:
-            params["ContentLength"] = size
-        return str(
-            await self._presigner.generate_presigned_url(
-                "put_object", Params=params, ExpiresIn=expires_in, HttpMethod="PUT"
-            )
-        )
+            headers["content-length"] = str(size)
+        return self._signer.presign("PUT", f"{self.bucket}/{key}", expires_in, headers=headers)
 
-    async def presign_get(
-        self, key: str, expires_in: int, *, download_name: str | None = None
-    ) -> str:
+    def presign_get(self, key: str, expires_in: int, *, download_name: str | None = None) -> str:
         """A URL that downloads `key` until it expires."""
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        query = {}
         if download_name:
-            params["ResponseContentDisposition"] = content_disposition(download_name)
-        return str(
-            await self._presigner.generate_presigned_url(
-                "get_object", Params=params, ExpiresIn=expires_in, HttpMethod="GET"
-            )
-        )
+            query["response-content-disposition"] = content_disposition(download_name)
+        return self._signer.presign("GET", f"{self.bucket}/{key}", expires_in, query=query)
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size, type and etag, or None if it does not exist."""
@@ -203,10 +190,94 @@ class ObjectStorage:
         return "ok"
 
 
+class PresignerV4:
+    """AWS Signature Version 4 query-string presigning for path-style S3 URLs.
+
+    Presigning is pure computation; done here it costs a few HMACs, where botocore spends most
+    of a presign resolving its endpoint rule set. Headers passed in are signed, so the request
+    must carry exactly those values (that is how Content-Type is enforced on uploads).
+    """
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str) -> None:
+        parts = urlsplit(endpoint)
+        self._base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._path = parts.path.rstrip("/")
+        self._host = parts.netloc
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._region = region
+        self._keys: dict[str, bytes] = {}
+
+    def _signing_key(self, datestamp: str) -> bytes:
+        key = self._keys.get(datestamp)
+        if key is None:
+            key = ("AWS4" + self._secret_key).encode()
+            for part in (datestamp, self._region, "s3", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys = {datestamp: key}
+        return key
+
+    def presign(
+        self,
+        method: str,
+        object_path: str,
+        expires_in: int,
+        *,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> str:
+        """The presigned URL of `method` on `object_path` (`<bucket>/<key>`)."""
+        now = now or datetime.now(UTC)
+        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+        datestamp = amz_date[:8]
+        scope = f"{datestamp}/{self._region}/s3/aws4_request"
+        signed = {"host": self._host, **{k.lower(): v.strip() for k, v in (headers or {}).items()}}
+        signed_names = ";".join(sorted(signed))
+        params = {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{self._access_key}/{scope}",
+            "X-Amz-Date": amz_date,
+            "X-Amz-Expires": str(expires_in),
+            "X-Amz-SignedHeaders": signed_names,
+            **(query or {}),
+        }
+        canonical_query = "&".join(
+            f"{_enc(k)}={_enc(v)}" for k, v in sorted(params.items(), key=lambda kv: _enc(kv[0]))
+        )
+        uri = self._path + "/" + quote(object_path, safe="/~")
+        canonical_request = "\n".join(
+            [
+                method,
+                uri,
+                canonical_query,
+                "".join(f"{name}:{signed[name]}\n" for name in sorted(signed)),
+                signed_names,
+                "UNSIGNED-PAYLOAD",
+            ]
+        )
+        string_to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256",
+                amz_date,
+                scope,
+                hashlib.sha256(canonical_request.encode()).hexdigest(),
+            ]
+        )
+        signature = hmac.new(
+            self._signing_key(datestamp), string_to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        return f"{self._base}/{quote(object_path, safe='/~')}?{canonical_query}" + (
+            f"&X-Amz-Signature={signature}"
+        )
+
+
+def _enc(value: str) -> str:
+    return quote(value, safe="-_.~")
+
+
 def content_disposition(filename: str) -> str:
     """`attachment` with the file's base name, RFC 6266/5987 encoded (any Unicode survives)."""
-    from urllib.parse import quote
-
     base = filename.rsplit("/", 1)[-1]
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in base)
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base, safe='')}"

@@ -623,3 +623,48 @@ async def test_cli_upload_url_list_delete(
     assert p.returncode == 0, p.stderr
     names = [a["filename"] for a in (await api.get(base(ws, rid))).json()["data"]]
     assert names == ["docs/runbook.md"]
+
+
+# -- unit: the presigner signs exactly as botocore does ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "headers", "query"),
+    [
+        ("PUT", "ws/a/c/r/h/000000000001-x", {"Content-Type": "text/markdown"}, {}),
+        ("PUT", "k", {"Content-Type": "text/plain; charset=utf-8", "Content-Length": "5"}, {}),
+        ("GET", "odd key/ü+%~=&", {}, {"response-content-disposition": 'attachment; x="ü"'}),
+    ],
+)
+def test_presigner_matches_botocore(
+    method: str,
+    key: str,
+    headers: dict[str, str],
+    query: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from commands.storage import PresignerV4
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+    endpoint = "http://127.0.0.1:8333"
+    path = f"/bucket/{quote(key, safe='/~')}"
+    url = endpoint + path + (("?" + urlencode(query, quote_via=quote)) if query else "")
+    request = AWSRequest(method=method, url=url, headers=dict(headers))
+    botocore.auth.S3SigV4QueryAuth(
+        Credentials("AKID", "SECRET"), "s3", "us-east-1", expires=900
+    ).add_auth(request)
+    expected = dict(parse_qsl(urlsplit(request.url).query))
+
+    ours = PresignerV4(endpoint, "AKID", "SECRET", "us-east-1").presign(
+        method, f"bucket/{key}", 900, headers=headers, query=query, now=now
+    )
+    assert urlsplit(ours).path == path
+    assert dict(parse_qsl(urlsplit(ours).query)) == expected
