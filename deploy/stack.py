@@ -308,7 +308,11 @@ def _orphans(names: set[str], marker: str) -> list[psutil.Process]:
 
 
 def _kill_orphans(
-    names: set[str], marker: str, graceful: int, progress: Callable[[str], None]
+    names: set[str],
+    marker: str,
+    graceful: int,
+    progress: Callable[[str], None],
+    timeout: float = 15.0,
 ) -> None:
     for proc in _orphans(names, marker):
         try:
@@ -316,7 +320,7 @@ def _kill_orphans(
         except psutil.NoSuchProcess:
             children = []
         progress(f"stopping leftover {proc.info['name']} (pid {proc.pid}) from a previous run")
-        _stop_process(proc, graceful, timeout=15)
+        _stop_process(proc, graceful, timeout=timeout)
         # Postgres backends exit by themselves once the postmaster is gone, but a new postmaster
         # refuses to start while they still hold the old shared memory: wait for them.
         _gone, alive = psutil.wait_procs(children, timeout=5)
@@ -1033,7 +1037,8 @@ class EmbeddedStack:
     def _start_s3(self, reuse_port_only: bool = False) -> None:
         root = self.data_dir / "s3"
         self._write_identities()
-        _kill_orphans({"weed"}, str(root / "volume"), signal.SIGTERM, self._progress)
+        # Short grace, as in stop(): see the comment on stop_timeout below.
+        _kill_orphans({"weed"}, str(root / "volume"), signal.SIGTERM, self._progress, 3.0)
         self._check_ports("s3", reuse_port_only)
         port = self._port("s3")
         self._progress(f"starting S3 (SeaweedFS) on 127.0.0.1:{port} ...")
