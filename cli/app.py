@@ -37,6 +37,7 @@ from cli.core import (
     workspaces_app,
 )
 from cli.output import Output, emit, print_error
+from cli.streaming import events, hooks_app, triggers_app
 
 app = App(
     name="rekor",
@@ -193,6 +194,9 @@ app.command(query_relationships, name="query-relationships")
 app.command(batch)
 app.command(admin_app)
 app.command(attachments_app, name="attachments")
+app.command(hooks_app, name="hooks")
+app.command(triggers_app, name="triggers")
+app.command(events)
 import cli.admin  # noqa: E402, F401 - adds rebuild-projections and migrate to `admin`
 
 
@@ -205,14 +209,31 @@ def _launcher(
     api_key: Annotated[str | None, Parameter(help="API key (default: REKOR_API_KEY).")] = None,
 ) -> Any:
     set_overrides(url, api_key)
+    if tokens[:1] == ("--",):  # inserted by _own_url_flag
+        tokens = tokens[1:]
     return app(tokens, exit_on_error=False, result_action="return_value")
+
+
+# Commands whose own `--url` is not the server's (the seed: `rekor triggers create --url <hook>`).
+# For them only a `--url` before the command name is the global one.
+OWN_URL_COMMANDS = (("triggers", "create"),)
+
+
+def _own_url_flag(tokens: list[str]) -> list[str]:
+    lead = 0
+    while lead < len(tokens) and tokens[lead].startswith("-"):
+        lead += 1 if "=" in tokens[lead] else 2
+    rest = tokens[lead:]
+    if any(tuple(rest[: len(c)]) == c for c in OWN_URL_COMMANDS):
+        return [*tokens[:lead], "--", *rest]
+    return tokens
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; return its exit code (errors are printed on stderr)."""
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
-        app.meta(tokens, exit_on_error=False, result_action="return_value")
+        app.meta(_own_url_flag(tokens), exit_on_error=False, result_action="return_value")
     except CycloptsError:
         return EXIT_USAGE  # cyclopts already printed what was wrong with the command line
     except CliError as err:
