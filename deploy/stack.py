@@ -22,6 +22,7 @@ neither supervise it nor rely on its parent-death signal.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import ctypes
@@ -527,6 +528,8 @@ class EmbeddedStack:
                 self._release_lock()
                 raise
             self._endpoints = self._build_endpoints()
+            # Orderly shutdown if the owner exits without stop(); PDEATHSIG covers hard deaths.
+            atexit.register(self.stop)
             self.timings["total"] = time.monotonic() - t0
             self._progress(f"stack ready ({self.timings['total']:.1f} s)")
             return self._endpoints
@@ -536,6 +539,7 @@ class EmbeddedStack:
 
         Idempotent; the data directory is kept for the next ``start()``."""
         with self._mutex:
+            atexit.unregister(self.stop)
             self._stop_children()
             self._endpoints = None
             self._release_lock()
@@ -896,27 +900,13 @@ class EmbeddedStack:
                 "--locale=C",
             ]  # fmt: skip
             log = self.logs_dir / "postgres.log"
-            with open(log, "ab") as out:
-                res = subprocess.run(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp,
-                    check=False,
-                    **(
-                        {}
-                        if os_user is None
-                        else {
-                            "user": pwd.getpwnam(os_user).pw_uid,
-                            "group": pwd.getpwnam(os_user).pw_gid,
-                            "extra_groups": [],
-                        }
-                    ),
-                )
-            if res.returncode != 0:
+            # Through _spawn so that initdb, too, dies with us (SIGKILL: a half-made cluster is
+            # thrown away anyway) instead of writing on while the next start cleans up.
+            proc = _spawn(args, log_path=log, death_signal=signal.SIGKILL, user=os_user, cwd=tmp)
+            returncode = proc.wait()
+            if returncode != 0:
                 raise StackError(
-                    f"PostgreSQL initdb failed (exit code {res.returncode}); "
+                    f"PostgreSQL initdb failed (exit code {returncode}); "
                     f"last lines of {log}:\n{_log_tail(log)}"
                 )
         finally:
@@ -1038,7 +1028,7 @@ class EmbeddedStack:
         root = self.data_dir / "s3"
         self._write_identities()
         # Short grace, as in stop(): see the comment on stop_timeout below.
-        _kill_orphans({"weed"}, str(root / "volume"), signal.SIGTERM, self._progress, 3.0)
+        _kill_orphans({"weed"}, str(root / "volume"), signal.SIGTERM, self._progress, 1.0)
         self._check_ports("s3", reuse_port_only)
         port = self._port("s3")
         self._progress(f"starting S3 (SeaweedFS) on 127.0.0.1:{port} ...")
@@ -1065,11 +1055,12 @@ class EmbeddedStack:
             client.delete_object(Bucket=self._bucket, Key=".rekor-ready")
             return True
 
-        # stop_timeout is short on purpose: on SIGTERM the filer waits a hard-coded 15 s for its
-        # own metadata-subscription gRPC streams to drain. Nothing is lost by SIGKILL after a
-        # short grace (volumes are append-only with a recoverable index, the filer store is
-        # LevelDB with a log), which is the same path as a crash and is covered by the tests.
-        self._launch("s3", "S3 (SeaweedFS)", self._weed_args(), ready, stop_timeout=3.0, cwd=root)
+        # stop_timeout is short on purpose: on SIGTERM the filer first waits a hard-coded 15 s
+        # for its own metadata-subscription gRPC streams to drain, and only then stops the
+        # stores, so a longer grace buys nothing. Nothing is lost by SIGKILL after a short
+        # grace (volumes are append-only with a recoverable index, the filer store is LevelDB
+        # with a log): it is the same path as a crash, which the tests cover.
+        self._launch("s3", "S3 (SeaweedFS)", self._weed_args(), ready, stop_timeout=1.0, cwd=root)
         self._progress(f"S3 ready ({self.timings['s3']:.1f} s)")
 
     def _s3_client(self) -> Any:
