@@ -29,6 +29,7 @@ from commands.validation import (
     check_workspace_id,
 )
 from events.errors import Conflict, NotFound, ValidationError
+from events.registry import event_to_dict
 from events.relationships import RelationshipCreated, RelationshipDeleted, RelationshipUpdated
 from events.store import WorkspaceTx
 from projections import reads
@@ -151,18 +152,45 @@ async def resolve_record_ref(tx: WorkspaceTx, ref: RecordRef, path: str) -> dict
     else:
         raise RuntimeError("a named reference must be resolved by the batch first")
     if row is None:
-        raise NotFound(
-            f"{path.removeprefix('$.')} record {ref.describe()} not found in workspace"
-            f" '{tx.workspace_id}'",
-            [
-                {
-                    "path": path,
-                    "message": "create the record first (both ends of a relationship must exist"
-                    " in this workspace), or fix the reference",
-                }
-            ],
-        )
+        raise _not_found(tx, ref, path)
     return row
+
+
+def _not_found(tx: WorkspaceTx, ref: RecordRef, path: str) -> NotFound:
+    return NotFound(
+        f"{path.removeprefix('$.')} record {ref.describe()} not found in workspace"
+        f" '{tx.workspace_id}'",
+        [
+            {
+                "path": path,
+                "message": "create the record first (both ends of a relationship must exist"
+                " in this workspace), or fix the reference",
+            }
+        ],
+    )
+
+
+async def _resolve_ends(
+    tx: WorkspaceTx, source: RecordRef, target: RecordRef
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    # Both ends by id (the common case, and always in batches): one query instead of two.
+    if source.id is not None and target.id is not None:
+        async with tx.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT id::text AS id, collection FROM records WHERE workspace_id = %s"
+                " AND id = ANY(%s::uuid[])",
+                (tx.workspace_id, [source.id, target.id]),
+            )
+            found = {r["id"]: r for r in await cur.fetchall()}
+        for ref, path in ((source, "$.source"), (target, "$.target")):
+            row = found.get(ref.id)  # type: ignore[arg-type]
+            if row is None or row["collection"] != ref.collection:
+                raise _not_found(tx, ref, path)
+        return found[source.id], found[target.id]
+    return (
+        await resolve_record_ref(tx, source, "$.source"),
+        await resolve_record_ref(tx, target, "$.target"),
+    )
 
 
 # -- commands and handlers --------------------------------------------------------------------
@@ -197,8 +225,7 @@ async def upsert_relationship(
     check_slug(cmd.rel_type, "relationship type", "$.type")
     data = check_data_object(cmd.data, "$.data") if cmd.data is not None else None
     expected = check_expected_version(cmd.expected_version)
-    source = await resolve_record_ref(tx, cmd.source, "$.source")
-    target = await resolve_record_ref(tx, cmd.target, "$.target")
+    source, target = await _resolve_ends(tx, cmd.source, cmd.target)
     existing = await rel_reads.find_relationship_by_key(
         tx.conn, tx.workspace_id, cmd.rel_type, source["id"], target["id"]
     )
@@ -220,9 +247,10 @@ async def upsert_relationship(
             ),
             1,
         )
-        row = await rel_reads.find_relationship(tx.conn, tx.workspace_id, new_id)
-        assert row is not None
-        return CommandResult(body=rel_reads.relationship_json(row), created=True)
+        body = rel_reads.relationship_from_event(
+            event_to_dict(stored.event), stored.seq, stored.recorded_at, stored.recorded_at
+        )
+        return CommandResult(body=body, created=True)
     _check_version(expected, existing["version"], f"relationship '{existing['id']}'")
     # Omitted data keeps the current data: re-asserting that a link exists changes nothing.
     if data is None or data == existing["data"]:
@@ -244,10 +272,10 @@ async def upsert_relationship(
         ),
         version,
     )
-    del stored
-    row = await rel_reads.find_relationship(tx.conn, tx.workspace_id, existing["id"])
-    assert row is not None
-    return CommandResult(body=rel_reads.relationship_json(row))
+    body = rel_reads.relationship_from_event(
+        event_to_dict(stored.event), stored.seq, existing["created_at"], stored.recorded_at
+    )
+    return CommandResult(body=body)
 
 
 async def _tombstone_relationship(
