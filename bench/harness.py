@@ -43,6 +43,9 @@ TARGET_CREATES_PER_S = 1000.0
 TARGET_CREATE_P99_MS = 100.0
 TARGET_GETS_PER_S = 3000.0
 
+# Set from --wait-quiet: measured runs wait until the machine's CPU use is below this.
+QUIET_THRESHOLD = 0.0
+
 
 # ---- wrk ---------------------------------------------------------------------------------------
 
@@ -80,6 +83,24 @@ class WrkResult:
         return {k: v for k, v in self.status.items() if k != str(ok)}
 
 
+def wait_for_quiet(threshold: float, timeout: float = 600.0) -> None:
+    """Block until the machine's CPU use (in % of one core) stays below `threshold` for two
+    seconds: on a shared machine other work would otherwise end up in our numbers."""
+    if threshold <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    ncpu = os.cpu_count() or 1
+    said = False
+    while time.monotonic() < deadline:
+        busy = psutil.cpu_percent(interval=2.0) * ncpu
+        if busy < threshold:
+            return
+        if not said:
+            print(f"bench: waiting for the machine to quieten ({busy:.0f} % busy)", flush=True)
+            said = True
+    print(f"bench: machine still busy after {timeout:.0f}s; measuring anyway", flush=True)
+
+
 def run_wrk(
     wrk: str,
     target: Target,
@@ -107,6 +128,7 @@ def run_wrk(
         argv += ["-H", f"{k}: {v}"]
     argv += [target.url, "--", *script_args]
     if meter:
+        wait_for_quiet(QUIET_THRESHOLD)
         meter.start()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     cpu = meter.stop() if meter else {}
@@ -241,10 +263,35 @@ def _frame_name(frame: str) -> str:
     return f"{m['fn']} ({path})"
 
 
+def _package(frame: str) -> str:
+    """Package of a frame name made by _frame_name: `fn (psycopg/x.py)` -> `psycopg`."""
+    path = frame.rsplit("(", 1)[-1].rstrip(")")
+    head = path.split("/", 1)[0] if "/" in path else path.removesuffix(".py")
+    return head or "?"
+
+
+# Entry-point frames every server sample passes through.
+_TRUNK = (
+    "(<frozen runpy>)",
+    "(cli/app.py)",
+    "(cli/serve.py)",
+    "(cyclopts/core.py)",
+    "(cyclopts/_run.py)",
+    "(uvicorn/_compat.py)",
+    "(uvicorn/server.py)",
+    "(asyncio/runners.py)",
+    "(asyncio/base_events.py)",
+)
+
+
 def summarise_profile(raw_path: Path, top: int = 20) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    """Self and inclusive sample shares per function, and self share per package, from
+    py-spy's collapsed stacks. Frames present in nearly every sample (the entry point, the
+    event loop's run()) are left out of the inclusive list: they say nothing. Samples are
+    taken with --nonblocking, so a few stacks are truncated."""
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
+    pkg_c: Counter[str] = Counter()
     total = 0
     for line in raw_path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -253,14 +300,22 @@ def summarise_profile(raw_path: Path, top: int = 20) -> dict[str, Any]:
         n = int(count)
         total += n
         frames = [_frame_name(f) for f in stack.split(";") if f]
-        # The first frame is the thread / process name.
+        # py-spy may prefix the process / thread name as a pseudo-frame.
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if frames:
             self_c[frames[-1]] += n
+            pkg_c[_package(frames[-1])] += n
         for f in set(frames):
             incl_c[f] += n
-    pct = lambda c: [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]  # noqa: E731
-    return {"samples": total, "self": pct(self_c), "inclusive": pct(incl_c)}
+    if not total:
+        return {"samples": 0, "self": [], "inclusive": [], "packages": []}
+    for f in [f for f in incl_c if f.endswith(_TRUNK)]:
+        del incl_c[f]
+
+    def pct(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]
+
+    return {"samples": total, "self": pct(self_c), "inclusive": pct(incl_c), "packages": pct(pkg_c)}
 
 
 # ---- one system --------------------------------------------------------------------------------
@@ -279,7 +334,7 @@ class SystemResult:
     create_sent: int = 0
     create_problems: list[str] = field(default_factory=list)
     get_problems: list[str] = field(default_factory=list)
-    profile: dict[str, Any] | None = None
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def bench_system(target: Target, args: argparse.Namespace, wrk: str, run_id: str) -> SystemResult:
@@ -325,8 +380,10 @@ def bench_system(target: Target, args: argparse.Namespace, wrk: str, run_id: str
         out.create_sent = sum(r.sent for r in runs)
         out.create_problems = _check_creates(target, runs, out)
 
-        if args.profile and target.name == "Rekor" and target.proc is not None:
-            out.profile = profile_creates(target, args, lambda s: creates("p", s, None))
+        if args.profile and target.name == "Rekor":
+            out.profiles["create"] = profile_run(
+                target, args, "create", lambda s: creates("p", s, None)
+            )
 
         get_args = [target.get_prefix, str(ids_file)]
         if args.warmup > 0:
@@ -356,6 +413,22 @@ def bench_system(target: Target, args: argparse.Namespace, wrk: str, run_id: str
             meter=CpuMeter(target),
         )
         out.get_problems = _check_gets(out.get)
+        if args.profile and target.name == "Rekor":
+            out.profiles["get"] = profile_run(
+                target,
+                args,
+                "get",
+                lambda s: run_wrk(
+                    wrk,
+                    target,
+                    "get.lua",
+                    get_args,
+                    label="get p",
+                    duration=s,
+                    connections=conn,
+                    threads=thr,
+                ),
+            )
         return out
     finally:
         print(f"bench: stopping {target.name}", flush=True)
@@ -394,13 +467,16 @@ def _check_gets(r: WrkResult) -> list[str]:
     return problems
 
 
-def profile_creates(target: Target, args: argparse.Namespace, run: Any) -> dict[str, Any]:
-    """An extra (unreported) create run with py-spy sampling the Rekor server process."""
+def profile_run(target: Target, args: argparse.Namespace, op: str, run: Any) -> dict[str, Any]:
+    """An extra (unreported) run of `op` with py-spy sampling the server process; py-spy costs
+    CPU of its own, so the measured runs are never the profiled ones."""
     assert target.proc is not None
     spy = find_py_spy()
-    raw = Path(args.profile).resolve()
+    out_dir = Path(args.profile).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / f"{target.name.lower()}-{op}.collapsed"
     seconds = max(5.0, args.duration)
-    print(f"bench: profiling {target.name} creates with py-spy for {seconds:g}s", flush=True)
+    print(f"bench: profiling {target.name} {op} with py-spy for {seconds:g}s", flush=True)
     spy_cmd = [
         *spy,
         "record",
@@ -449,7 +525,10 @@ def machine_facts(wrk: str) -> dict[str, str]:
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "wrk": (wrk_v.stdout or wrk_v.stderr).splitlines()[0].strip() if wrk_v else "?",
+        # Other work on the machine skews every number; say how busy it was before we began.
+        "busy before start": f"{psutil.cpu_percent(interval=2.0) * (os.cpu_count() or 1):.0f} "
+        "% of one core",
+        "wrk": (wrk_v.stdout or wrk_v.stderr or "wrk ?").splitlines()[0].split(" Copyright")[0],
     }
 
 
@@ -522,6 +601,16 @@ def render(results: list[SystemResult], facts: dict[str, str], argv: list[str]) 
     for n, w in cpu_rows:
         cells = [f"{w.cpu[g]:.0f}" if g in w.cpu else "-" for g in groups]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    busy = [
+        (n, w.cpu["other processes"]) for n, w in cpu_rows if w.cpu.get("other processes", 0) > 25
+    ]
+    if busy:
+        lines += [
+            "",
+            "WARNING: other processes on this machine were busy during "
+            + ", ".join(f"{n} ({v:.0f} % of a core)" for n, v in busy)
+            + "; those numbers understate what the system does on a quiet machine.",
+        ]
     lines += ["", "Correctness:"]
     for r in results:
         if r.create:
@@ -539,17 +628,21 @@ def render(results: list[SystemResult], facts: dict[str, str], argv: list[str]) 
     lines.append(
         "Machine: "
         + ", ".join(f"{k} {v}" for k, v in facts.items() if k in ("nproc", "cpu", "memory"))
-        + f", {facts['kernel']}, Python {facts['python']}, {facts['wrk']}"
+        + f", {facts['kernel']}, Python {facts['python']}, {facts['wrk']}; CPU busy before the "
+        f"run: {facts['busy before start']}"
     )
     lines.append("Command: `uv run python -m bench.harness " + " ".join(argv) + "`")
     for r in results:
-        if r.profile:
-            p = r.profile
+        for op, p in r.profiles.items():
             lines += [
                 "",
-                f"Profile of the {r.name} server during an extra create run "
+                f"Profile of the {r.name} server process during an extra {op} run "
                 f"({p['samples']} samples, {p['rps_while_profiling']:,.0f} req/s while sampled; "
-                f"collapsed stacks in {p['raw']}):",
+                f"collapsed stacks in {p['raw']}). Self time by package:",
+                "",
+                "| self % | package |",
+                "|---:|---|",
+                *(f"| {v} | {k} |" for k, v in p["packages"][:10]),
                 "",
                 "| self % | function |",
                 "|---:|---|",
@@ -557,7 +650,7 @@ def render(results: list[SystemResult], facts: dict[str, str], argv: list[str]) 
                 "",
                 "| inclusive % | function |",
                 "|---:|---|",
-                *(f"| {v} | `{k}` |" for k, v in p["inclusive"][:25]),
+                *(f"| {v} | `{k}` |" for k, v in p["inclusive"][:20]),
             ]
     return "\n".join(lines)
 
@@ -579,11 +672,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", choices=["rekor", "pocketbase"], help="benchmark one system")
     p.add_argument(
         "--profile",
-        metavar="PATH",
-        help="after the measured runs, sample the Rekor server with py-spy during an extra "
-        "create run; collapsed stacks go to PATH and the hot spots into the report",
+        metavar="DIR",
+        help="also sample the Rekor server with py-spy during an extra create run and an extra "
+        "get run (never the measured ones); collapsed stacks go to DIR, hot spots to the report",
     )
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="before each measured run wait (up to 10 min) until the machine's CPU use is "
+        "below PCT %% of one core; for shared machines",
+    )
     args = p.parse_args(argv)
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
@@ -598,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    global QUIET_THRESHOLD
+    QUIET_THRESHOLD = args.wait_quiet
     workdir = Path(tempfile.mkdtemp(prefix="rekor-bench-"))
     results: list[SystemResult] = []
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.procs import remove_tree, stop
+from bench.procs import reap_strays, remove_tree, stop
 
 
 class Target:
@@ -81,4 +81,9 @@ class Target:
     def stop(self) -> None:
         """Stop the server (gracefully, then by force) and delete its data."""
         stop(self.proc)
+        # Anything still running from our data dir outlived its parent's shutdown; it must not
+        # eat CPU during the next system's runs.
+        strays = reap_strays(str(self.workdir))
+        if strays:
+            print(f"bench: {self.name} left processes running after it exited: {strays}; stopped")
         remove_tree(self.workdir)
