@@ -115,7 +115,8 @@ class TriggerWorker:
                 if sub is None:
                     sub = await self._subscribe()
                 try:
-                    msgs = await sub.fetch(batch=256, timeout=1.0)
+                    # A short expiry: nats-py waits for the whole batch until the request expires.
+                    msgs = await sub.fetch(batch=256, timeout=0.05)
                 except TimeoutError:
                     continue
                 await self._ingest([_decode(m.data) for m in msgs])
