@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--mib", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attachments.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rekor-attach-bench-"))
@@ -251,6 +252,8 @@ def main() -> None:
             "load_avg_1m": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
         api.close()
     finally:
         stop(proc)

@@ -265,6 +265,16 @@ async def test_record_delete_removes_its_attachments(
     assert r.json()["data"][-1]["reason"] == "record_deleted"
 
 
+async def test_workspace_delete_removes_its_objects(
+    api: httpx.AsyncClient, ws: str, s3: Any, endpoints: StackEndpoints
+) -> None:
+    rid = await new_record(api, ws)
+    await upload(api, ws, rid, "a.txt", b"a", "text/plain")
+    assert len(stored_keys(s3, endpoints.s3_bucket, f"ws/{ws}/")) == 1
+    assert (await api.delete(f"/v1/workspaces/{ws}")).status_code == 200
+    await eventually(lambda: stored_keys(s3, endpoints.s3_bucket, f"ws/{ws}/") == [], "purge")
+
+
 async def test_reupload_supersedes_uncompleted_upload(
     api: httpx.AsyncClient, ws: str, s3: Any, endpoints: StackEndpoints
 ) -> None:
