@@ -32,7 +32,7 @@ SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}, "title": {"
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def bulk(service: Any, ws: str, n: int, per_commit: int = 500) -> None:
