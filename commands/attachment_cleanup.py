@@ -70,6 +70,7 @@ class StorageCleanup:
         *,
         sweep_interval: float = 30.0,
         max_backoff: float = 5.0,
+        bucket_ready: bool = False,
     ) -> None:
         self._database_url = database_url
         self._storage = storage
@@ -81,6 +82,8 @@ class StorageCleanup:
         self.failures = 0
         self.last_error: str | None = None
         self.deleted_objects = 0
+        # If storage was down when Rekor started, the worker keeps trying to make the bucket.
+        self._bucket_ready = bucket_ready
 
     async def start(self) -> None:
         """Launch the listener and the worker."""
@@ -129,11 +132,22 @@ class StorageCleanup:
         self._dirty.add("*")
         while True:
             try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=backoff or self._sweep_interval
-                    )
+                if backoff:
+                    # Retrying a failure: wait it out even if writes keep waking us, so an
+                    # outage is not hammered at the write rate.
+                    await asyncio.sleep(backoff)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self._sweep_interval)
                 self._wake.clear()
+                if not self._bucket_ready:
+                    try:
+                        await self._storage.ensure_bucket()
+                        self._bucket_ready = True
+                    except Unavailable as exc:
+                        self.last_error = exc.message
+                        backoff = min(max(backoff * 2, 0.25), self._max_backoff)
+                        continue
                 if backoff or not self._dirty:
                     self._dirty.add("*")  # a retry or a periodic sweep looks at everything
                 dirty, self._dirty = self._dirty, set()
@@ -300,13 +314,16 @@ async def start_attachments(service: Any, settings: Any) -> tuple[str, Any]:
         public_endpoint=os.environ.get("REKOR_S3_PUBLIC_ENDPOINT") or None,
     )
     await storage.start()
+    bucket_ready = False
     try:
         await storage.ensure_bucket()
+        bucket_ready = True
     except Unavailable as exc:
-        # Records do not need storage: serve anyway; uploads fail clearly until it is back.
+        # Records do not need storage: serve anyway (the cleanup worker keeps trying to make
+        # the bucket); uploads fail clearly until storage is back.
         log.warning("object storage not reachable at start: %s", exc.message)
     cleanup = None
     if getattr(settings, "run_workers", True):
-        cleanup = StorageCleanup(settings.database_url, storage)
+        cleanup = StorageCleanup(settings.database_url, storage, bucket_ready=bucket_ready)
         await cleanup.start()
     return "attachments", AttachmentsComponent(storage, max_attachment_bytes(), cleanup)

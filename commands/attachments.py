@@ -51,6 +51,11 @@ _CONTENT_TYPE = re.compile(
 )
 
 
+# Bidirectional overrides and isolates make a name display differently from what it is
+# ("txt.exe" shown as "exe.txt"); they count as control characters here.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def max_attachment_bytes() -> int:
     """The size limit for one attachment (`REKOR_MAX_ATTACHMENT_BYTES`, default 100 MiB)."""
     raw = os.environ.get("REKOR_MAX_ATTACHMENT_BYTES")
@@ -75,7 +80,7 @@ def check_filename(value: Any) -> str:
         raise _bad_filename(value, "it must be a non-empty string")
     if len(value.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
         raise _bad_filename(value[:40] + "...", f"it is longer than {MAX_FILENAME_BYTES} bytes")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+    if any(unicodedata.category(c) in ("Cc", "Cs") or c in _BIDI_CONTROLS for c in value):
         raise _bad_filename(value, "it contains control characters")
     if "\\" in value:
         raise _bad_filename(value, "it contains a backslash; use '/' between folders")
@@ -212,7 +217,8 @@ class _StreamState:
 
     def completable(self, key: str) -> bool:
         """Not yet recorded, and signed after the last delete of this filename."""
-        return key not in self.registered and signed_at_head(key) >= self.deleted_at_seq
+        stamp = signed_at_head(key)
+        return key not in self.registered and stamp >= 0 and stamp >= self.deleted_at_seq
 
 
 async def _stream_state(conn: Any, workspace_id: str, stream: str) -> _StreamState:

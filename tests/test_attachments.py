@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import httpx
+import msgspec
 import pytest
 from botocore.config import Config
 
@@ -311,6 +312,7 @@ BAD_FILENAMES = [
     pytest.param("docs/run\x00book.md", id="nul"),
     pytest.param("tab\tname", id="tab"),
     pytest.param("docs/\x7fdel", id="del"),
+    pytest.param("invoice\u202etxt.exe", id="bidi-override"),
     pytest.param("docs//runbook.md", id="empty-segment"),
     pytest.param("docs/", id="trailing-slash"),
     pytest.param("./runbook.md", id="dot-segment"),
@@ -501,7 +503,9 @@ async def small_api(
     from api.app import create_app
 
     monkeypatch.setenv("REKOR_MAX_ATTACHMENT_BYTES", "1000")
-    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
+    # No background workers: the session server's consumers already serve this database.
+    lean = msgspec.structs.replace(settings, run_workers=False)
+    async with AsyncTestClient(app=create_app(lean), timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {admin_key}"
         yield client
 
