@@ -287,7 +287,7 @@ async def add_attachment(cmd: AddAttachment, tx: WorkspaceTx, ctx: Context) -> C
             "updated_at": at,
             "seq": stored.seq,
         },
-        created=version == 1 or (version == state.head + 1 and not state.registered),
+        created=True,
     )
 
 
