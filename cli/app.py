@@ -7,6 +7,7 @@ Sub-apps register here: `app.command(<their App>)`. Exit codes: 0 ok, 1 user err
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -198,6 +199,22 @@ app.command(hooks_app, name="hooks")
 app.command(triggers_app, name="triggers")
 app.command(events)
 import cli.admin  # noqa: E402, F401 - adds rebuild-projections and migrate to `admin`
+
+
+def _show_examples(node: App) -> None:
+    """cyclopts reads a docstring section titled `Examples:` as a Google-style section and
+    drops it from --help; retitle it so every command's examples are shown."""
+    for name in node:
+        sub = node[name]
+        if sub is node or name.startswith("-"):
+            continue
+        fn = sub.default_command
+        if fn is not None and fn.__doc__ and re.search(r"(?m)^\s*Examples?:\s*$", fn.__doc__):
+            fn.__doc__ = re.sub(r"(?m)^(\s*)Examples?:\s*$", r"\1For example:", fn.__doc__)
+        _show_examples(sub)
+
+
+_show_examples(app)
 
 
 @app.meta.default

@@ -159,7 +159,10 @@ def compact(body: Any, *keys: str) -> Any:
 
 def build_server(backend_for: BackendFor) -> MCPServer:
     """The MCP server with Rekor's 11 tools; `backend_for(ctx)` gives the caller's backend."""
-    mcp: MCPServer = MCPServer(name="rekor", instructions=INSTRUCTIONS, version="0.1.0")
+    # WARNING: the SDK would otherwise set up INFO logging of its own in the host process.
+    mcp: MCPServer = MCPServer(
+        name="rekor", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
+    )
 
     async def run(
         ctx: Context, tool: str, action: str, method: str, arguments: dict[str, Any]
@@ -185,7 +188,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
                 "INTERNAL_ERROR: the operation failed inside Rekor; it may be retried"
             ) from None
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_workspace(
         action: Literal["list", "get", "create", "delete", "create_preview", "promote"],
         ctx: Context,
@@ -241,7 +244,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         }
         return await run(ctx, tool, action, "promote", args)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_collection(
         action: Literal["list", "get", "upsert", "delete"],
         workspace_id: WorkspaceId,
@@ -278,7 +281,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         body = await run(ctx, tool, action, "upsert_collection", args)
         return compact(body, "id", "name", "version")
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_record(
         action: Literal["upsert", "get", "patch", "delete", "list"],
         workspace_id: WorkspaceId,
@@ -349,7 +352,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
             patch["expected_version"] = expected_version
         return await run(ctx, tool, action, "patch_record", {**base, "patch": patch})
 
-    @mcp.tool(description=QUERY_DESCRIPTION)
+    @mcp.tool(description=QUERY_DESCRIPTION, structured_output=False)
     async def query_records(
         workspace_id: WorkspaceId,
         collection: Collection,
@@ -402,7 +405,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         }
         return await run(ctx, tool, action, "query_records", args)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_relationship(
         action: Literal["upsert", "get", "delete", "list"],
         workspace_id: WorkspaceId,
@@ -461,7 +464,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         args = {**ws, "relationship_id": id, "expected_version": expected_version}
         return await run(ctx, tool, action, "delete_relationship", args)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def query_relationships(
         workspace_id: WorkspaceId,
         collection: Collection,
@@ -492,7 +495,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         }
         return await run(ctx, "query_relationships", action, "related", args)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_attachment(
         action: Literal["create_upload", "complete_upload", "list", "url", "delete", "history"],
         workspace_id: WorkspaceId,
@@ -540,7 +543,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
             return await run(ctx, tool, action, "attachment_history", base)
         return await run(ctx, tool, action, "delete_attachment", base)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def batch_operations(
         workspace_id: WorkspaceId,
         operations: Annotated[
@@ -565,7 +568,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         args = {"workspace_id": workspace_id, "operations": operations}
         return await run(ctx, "batch_operations", action, "batch", args)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_hook(
         action: Literal["create", "list", "get", "delete", "receipts"],
         workspace_id: WorkspaceId,
@@ -620,7 +623,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
         args = {**ws, "status": status, "limit": limit, "cursor": cursor}
         return await run(ctx, tool, action, "list_hook_receipts", args)
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def manage_trigger(
         action: Literal["create", "list", "get", "delete", "deliveries", "replay", "redeliver"],
         workspace_id: WorkspaceId,
@@ -691,7 +694,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
             return await run(ctx, tool, action, "replay_trigger", args)
         return await run(ctx, tool, action, "redeliver", {**ws, "delivery_id": delivery_id})
 
-    @mcp.tool()
+    @mcp.tool(structured_output=False)
     async def get_history(
         action: Literal["record", "events", "attachment"],
         workspace_id: WorkspaceId,
