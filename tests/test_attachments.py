@@ -300,6 +300,20 @@ async def test_reupload_supersedes_uncompleted_upload(
     assert await head_seq(api, ws) == seq
 
 
+async def test_concurrent_completes_record_one_version(api: httpx.AsyncClient, ws: str) -> None:
+    rid = await new_record(api, ws)
+    r = await api.post(base(ws, rid), json={"filename": "race.txt", "content_type": "text/plain"})
+    assert (await put_bytes(r.json(), b"once")).status_code == 200
+    seq = await head_seq(api, ws)
+    results = await asyncio.gather(
+        *(api.post(base(ws, rid) + "/complete", json={"filename": "race.txt"}) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in results) == [201, 404, 404, 404], [r.text for r in results]
+    assert await head_seq(api, ws) == seq + 1
+    history = await api.get(base(ws, rid) + "/history", params={"filename": "race.txt"})
+    assert [h["version"] for h in history.json()["data"]] == [1]
+
+
 # -- bad input: clear errors, nothing written -------------------------------------------------
 
 BAD_FILENAMES = [
