@@ -178,3 +178,14 @@ async def test_concurrent_duplicates_write_once(api: httpx.AsyncClient) -> None:
 async def test_documented_in_openapi(api: httpx.AsyncClient) -> None:
     spec = (await api.get("/schema/openapi.json")).json()
     assert "Idempotency-Key" in spec["info"]["description"]
+    ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert {
+        "upsertRelationship",
+        "listRelationships",
+        "getRelationship",
+        "deleteRelationship",
+        "relatedRecords",
+        "batch",
+    } <= ops
+    related = spec["paths"]["/v1/{ws}/collections/{collection}/records/{record_id}/related"]
+    assert "cycles" in related["get"]["description"]
