@@ -401,3 +401,80 @@ async def test_wide_fan_out(api: httpx.AsyncClient, service: Any, edges: int) ->
     assert {i["record"]["data"]["name"] for i in r["data"]} == {f"n{i}" for i in range(edges // 2)}
     edge_ids = [i["relationship"]["id"] for i in r["data"]]
     assert edge_ids == sorted(edge_ids)
+
+
+def _reference_walk(
+    edges: list[dict[str, Any]], start: str, direction: str, depth: int
+) -> list[tuple[str, str, int]]:
+    """Breadth-first search in plain Python with the contract's rules: each record once, at
+    its shortest depth, reached by its smallest edge id; each level in edge-id order."""
+    visited, frontier, out = {start}, {start}, []
+    for level in range(1, depth + 1):
+        best: dict[str, str] = {}
+        for e in edges:
+            src, dst = e["source"]["id"], e["target"]["id"]
+            hops = []
+            if direction in ("outgoing", "both") and src in frontier:
+                hops.append(dst)
+            if direction in ("incoming", "both") and dst in frontier:
+                hops.append(src)
+            for other in hops:
+                if other not in visited and (other not in best or e["id"] < best[other]):
+                    best[other] = e["id"]
+        reached = sorted((eid, other) for other, eid in best.items())
+        out += [(other, eid, level) for eid, other in reached]
+        frontier = {other for _, other in reached}
+        visited |= frontier
+        if not frontier:
+            break
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_traversal_agrees_with_a_reference_bfs(service: Any, seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    ws = unique()
+    await service.create_workspace(SYSTEM, ws)
+    await service.upsert_collection(SYSTEM, ws, "nodes", NODE_SCHEMA)
+    ops: list[dict[str, Any]] = [
+        {"type": "upsert_record", "collection": "nodes", "data": {"name": f"n{i}"}, "ref": f"n{i}"}
+        for i in range(14)
+    ]
+    pairs = {(rnd.randrange(14), rnd.randrange(14), rnd.choice(["x", "y"])) for _ in range(40)}
+    ops += [
+        {"type": "upsert_relationship", "rel_type": t, "source": f"nodes/n{a}",
+         "target": f"nodes/n{b}"}
+        for a, b, t in sorted(pairs)
+    ]  # fmt: skip
+    out = await service.batch(SYSTEM, ws, ops)
+    ids = [x["result"]["id"] for x in out["data"][:14]]
+    edges = [x["result"] for x in out["data"][14:]]
+    # Delete a few edges and one record so the log holds more than the live graph.
+    for e in edges[:3]:
+        await service.delete_relationship(SYSTEM, ws, e["id"])
+    await service.delete_record(SYSTEM, ws, "nodes", ids[-1])
+    live = (await service.list_relationships(SYSTEM, ws, limit=1000))["data"]
+    assert all(ids[-1] not in (e["source"]["id"], e["target"]["id"]) for e in live)
+    head = (await service.get_workspace(SYSTEM, ws))["head_seq"]
+    for start in ids[:-1]:
+        for direction in ("outgoing", "incoming", "both"):
+            for depth in (1, 2, 3):
+                got = await service.related(
+                    SYSTEM, ws, "nodes", start, direction=direction, depth=depth
+                )
+                seen = [
+                    (i["record"]["id"], i["relationship"]["id"], i["depth"]) for i in got["data"]
+                ]
+                assert seen == _reference_walk(live, start, direction, depth)
+                then = await service.related(
+                    SYSTEM, ws, "nodes", start, direction=direction, depth=depth, as_of=head
+                )
+                assert then["data"] == got["data"]
+    # As of the batch's seq, the deleted edges and record are part of the walk again.
+    before = await service.related(
+        SYSTEM, ws, "nodes", ids[0], direction="both", depth=3, as_of=out["seq"]
+    )
+    seen = [(i["record"]["id"], i["relationship"]["id"], i["depth"]) for i in before["data"]]
+    assert seen == _reference_walk(edges, ids[0], "both", 3)
