@@ -21,16 +21,21 @@ the common cases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
+import psycopg
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
 
-from events.errors import RekorError
+from events.errors import RekorError, Unavailable
 from events.migrations import register
 
 register(
@@ -107,6 +112,20 @@ def _workspace_of(path: str) -> str:
     return parts[2]
 
 
+@asynccontextmanager
+async def _connection(service: Any) -> AsyncIterator[Any]:
+    # Without the database no write can happen either: say so as the writer does (503).
+    try:
+        async with service.connection() as conn:
+            yield conn
+    except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
+        raise Unavailable(
+            "the database is unavailable; nothing was written, retry shortly with the same"
+            " Idempotency-Key",
+            [{"message": type(exc).__name__}],
+        ) from exc
+
+
 class IdempotencyKeys:
     """The Postgres side: claim a key, store or drop its response, read it back."""
 
@@ -115,7 +134,7 @@ class IdempotencyKeys:
 
     async def claim(self, service: Any, ident: tuple[str, str, str], request_hash: str) -> bool:
         """True if this request now owns the key (it is new, expired, or abandoned)."""
-        async with service.connection() as conn:
+        async with _connection(service) as conn:
             if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
                 self._last_purge = time.monotonic()
                 await conn.execute(
@@ -127,7 +146,7 @@ class IdempotencyKeys:
 
     async def lookup(self, service: Any, ident: tuple[str, str, str]) -> tuple[Any, ...] | None:
         """(request_hash, state, status, headers, body) of a key, or None."""
-        async with service.connection() as conn:
+        async with _connection(service) as conn:
             cur = await conn.execute(
                 "SELECT request_hash, state, status, headers, body FROM idempotency_keys"
                 " WHERE api_key_id = %s AND workspace_id = %s AND key = %s",
@@ -144,7 +163,7 @@ class IdempotencyKeys:
         body: bytes,
     ) -> None:
         """Store the response of a claimed key."""
-        async with service.connection() as conn:
+        async with _connection(service) as conn:
             await conn.execute(
                 "UPDATE idempotency_keys SET state = 'done', status = %s, headers = %s,"
                 " body = %s, completed_at = now() WHERE api_key_id = %s AND workspace_id = %s"
@@ -154,7 +173,7 @@ class IdempotencyKeys:
 
     async def release(self, service: Any, ident: tuple[str, str, str]) -> None:
         """Give a claimed key back (the request failed in a way a retry may fix)."""
-        async with service.connection() as conn:
+        async with _connection(service) as conn:
             await conn.execute(
                 "DELETE FROM idempotency_keys WHERE api_key_id = %s AND workspace_id = %s"
                 " AND key = %s AND state = 'in_progress'",
@@ -297,14 +316,16 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 assert start is not None
                 status = int(start["status"])
                 body = b"".join(out)
-                if status < 500 and status not in _NOT_FINAL:
-                    headers = [
-                        [k.decode("latin-1"), v.decode("latin-1")]
-                        for k, v in start.get("headers", [])
-                    ]
-                    await keys.complete(service, ident, status, headers, body)
-                else:
-                    await keys.release(service, ident)
+                # The request has run: if its response cannot be stored, still answer it.
+                with contextlib.suppress(Unavailable):
+                    if status < 500 and status not in _NOT_FINAL:
+                        headers = [
+                            [k.decode("latin-1"), v.decode("latin-1")]
+                            for k, v in start.get("headers", [])
+                        ]
+                        await keys.complete(service, ident, status, headers, body)
+                    else:
+                        await keys.release(service, ident)
                 await send(start)  # type: ignore[arg-type]
                 await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
@@ -313,7 +334,8 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, replay_receive, capture)
         except Exception:
-            await keys.release(service, ident)
+            with contextlib.suppress(Unavailable):
+                await keys.release(service, ident)
             raise
 
     return middleware
