@@ -189,3 +189,31 @@ async def test_documented_in_openapi(api: httpx.AsyncClient) -> None:
     } <= ops
     related = spec["paths"]["/v1/{ws}/collections/{collection}/records/{record_id}/related"]
     assert "cycles" in related["get"]["description"]
+
+
+async def test_abandoned_claims_are_taken_over(api: httpx.AsyncClient, service: Any) -> None:
+    # A server killed between claiming a key and storing the response leaves the claim
+    # "in progress". A different request with the key is refused at once; the same request is
+    # taken over once the claim is stale (it runs again: the documented window).
+    ws = await _incidents(api)
+    records = f"/v1/{ws}/collections/incidents/records"
+    key = unique("crash")
+    await api.post(records, json={"data": INCIDENT}, headers=_key(key))
+
+    async def mark(age: str) -> None:
+        async with service.connection() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET state = 'in_progress', status = NULL, body = NULL,"
+                f" created_at = now() - interval '{age}' WHERE key = %s",
+                (key,),
+            )
+
+    await mark("0 seconds")
+    r = await api.post(records, json={"data": {**INCIDENT, "status": "open"}}, headers=_key(key))
+    assert r.status_code == 409
+    await mark("2 minutes")
+    r = await api.post(records, json={"data": INCIDENT}, headers=_key(key))
+    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+    again = await api.post(records, json={"data": INCIDENT}, headers=_key(key))
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == r.json()
+    assert await _count(api, ws) == 2
