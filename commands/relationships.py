@@ -170,27 +170,36 @@ def _not_found(tx: WorkspaceTx, ref: RecordRef, path: str) -> NotFound:
     )
 
 
-async def _resolve_ends(
-    tx: WorkspaceTx, source: RecordRef, target: RecordRef
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    # Both ends by id (the common case, and always in batches): one query instead of two.
-    if source.id is not None and target.id is not None:
-        async with tx.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT id::text AS id, collection FROM records WHERE workspace_id = %s"
-                " AND id = ANY(%s::uuid[])",
-                (tx.workspace_id, [source.id, target.id]),
-            )
-            found = {r["id"]: r for r in await cur.fetchall()}
-        for ref, path in ((source, "$.source"), (target, "$.target")):
-            row = found.get(ref.id)  # type: ignore[arg-type]
-            if row is None or row["collection"] != ref.collection:
-                raise _not_found(tx, ref, path)
-        return found[source.id], found[target.id]
-    return (
-        await resolve_record_ref(tx, source, "$.source"),
-        await resolve_record_ref(tx, target, "$.target"),
-    )
+_ENDS_AND_EDGE = (
+    "SELECT s.collection AS source_found, t.collection AS target_found,"
+    " rel.id::text AS id, rel.type, rel.source_collection, rel.source_id::text AS source_id,"
+    " rel.target_collection, rel.target_id::text AS target_id, rel.data, rel.version,"
+    " rel.created_at, rel.updated_at, rel.updated_seq FROM (SELECT 1) one"
+    " LEFT JOIN records s ON s.workspace_id = %(ws)s AND s.id = %(src)s"
+    " LEFT JOIN records t ON t.workspace_id = %(ws)s AND t.id = %(dst)s"
+    " LEFT JOIN relationships rel ON rel.workspace_id = %(ws)s AND rel.source_id = %(src)s"
+    " AND rel.type = %(type)s AND rel.target_id = %(dst)s"
+)
+
+
+async def _ends_and_edge(
+    tx: WorkspaceTx, rel_type: str, source: RecordRef, target: RecordRef
+) -> tuple[str, str, dict[str, Any] | None]:
+    """Both ends' ids (checked to exist in their collections) and the live relationship with
+    this key, if any: one query when both ends are given by id (always so in batches)."""
+    src = source.id or (await resolve_record_ref(tx, source, "$.source"))["id"]
+    dst = target.id or (await resolve_record_ref(tx, target, "$.target"))["id"]
+    async with tx.conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _ENDS_AND_EDGE, {"ws": tx.workspace_id, "src": src, "dst": dst, "type": rel_type}
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    if row["source_found"] != source.collection:
+        raise _not_found(tx, source, "$.source")
+    if row["target_found"] != target.collection:
+        raise _not_found(tx, target, "$.target")
+    return src, dst, (row if row["id"] is not None else None)
 
 
 # -- commands and handlers --------------------------------------------------------------------
@@ -225,10 +234,7 @@ async def upsert_relationship(
     check_slug(cmd.rel_type, "relationship type", "$.type")
     data = check_data_object(cmd.data, "$.data") if cmd.data is not None else None
     expected = check_expected_version(cmd.expected_version)
-    source, target = await _resolve_ends(tx, cmd.source, cmd.target)
-    existing = await rel_reads.find_relationship_by_key(
-        tx.conn, tx.workspace_id, cmd.rel_type, source["id"], target["id"]
-    )
+    source_id, target_id, existing = await _ends_and_edge(tx, cmd.rel_type, cmd.source, cmd.target)
     if existing is None:
         _check_version(expected, 0, "the relationship")
         new_id = str(uuid_utils.uuid7())
@@ -239,10 +245,10 @@ async def upsert_relationship(
             RelationshipCreated(
                 id=new_id,
                 rel_type=cmd.rel_type,
-                source_collection=source["collection"],
-                source_id=source["id"],
-                target_collection=target["collection"],
-                target_id=target["id"],
+                source_collection=cmd.source.collection,
+                source_id=source_id,
+                target_collection=cmd.target.collection,
+                target_id=target_id,
                 data=data or {},
             ),
             1,
