@@ -156,7 +156,7 @@ def _reroot(op_path: str, inner: str | None) -> str:
     return f"{op_path}.{inner}"
 
 
-# -- phase 1: shape ---------------------------------------------------------------------------
+# -- names made by earlier operations ---------------------------------------------------------
 
 
 async def resolve_name(tx: WorkspaceTx, ref: RecordRef, names: Names, path: str) -> RecordRef:
@@ -200,6 +200,9 @@ async def resolve_name(tx: WorkspaceTx, ref: RecordRef, names: Names, path: str)
             ],
         )
     return RecordRef(collection=ref.collection, id=found[0]["id"])
+
+
+# -- phase 1: shape ---------------------------------------------------------------------------
 
 
 def _get_name(op: dict[str, Any], path: str) -> str:
@@ -564,4 +567,5 @@ class BatchMixin:
         principal.require(ws, "write")
         parsed = parse_operations(operations)
         ctx = Context(principal, batch_id=str(uuid.uuid4()), **meta)
-        return await self.run_in_workspace(ws, batch_work(parsed, ctx))  # type: ignore[no-any-return]
+        result: dict[str, Any] = await self.run_in_workspace(ws, batch_work(parsed, ctx))
+        return result
