@@ -48,6 +48,22 @@ TAGS = ["db", "api", "network", "storage", "auth", "billing"]
 CUSTOMERS = 10_000
 ASSIGNEES = [f"oncall{i}@team.dev" for i in range(50)]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# What a user would declare for these records. Typed fields let aggregates read values as
+# text instead of jsonb (see projections.query.schema_scalar_type).
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["title", "severity", "status"],
+    "properties": {
+        "title": {"type": "string"},
+        "severity": {"enum": SEVERITIES},
+        "status": {"enum": STATUSES},
+        "assignee": {"type": "string"},
+        "customer_id": {"type": "integer"},
+        "amount": {"type": "number"},
+        "opened_at": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
 def record_data(i: int, rnd: random.Random) -> dict[str, Any]:
@@ -78,7 +94,7 @@ async def load(service: Any, n: int, batch: int = 20_000) -> float:
     from projections.projector import apply
 
     await service.create_workspace(SYSTEM, WS)
-    await service.upsert_collection(SYSTEM, WS, COLL, {"type": "object"})
+    await service.upsert_collection(SYSTEM, WS, COLL, SCHEMA)
     rnd = random.Random(42)
     started = time.perf_counter()
     encode = msgspec.json.Encoder().encode
@@ -255,7 +271,7 @@ async def explain(service: Any, kwargs: dict[str, Any], aggregate: bool = False)
         plan = engine.compile_aggregate(
             kwargs.get("filter"), kwargs.get("group_by"), kwargs.get("aggregations")
         )
-        text, params = engine.aggregate_sql(WS, COLL, plan)
+        text, params, _ = engine.aggregate_sql(WS, COLL, plan, schema=SCHEMA)
     else:
         plan = engine.compile_query(WS, COLL, **kwargs)
         text, params, _ = engine.query_sql(WS, COLL, plan)
@@ -466,6 +482,8 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> dic
 
         report["service"] = {}
         for name, make in {**QUERIES, **SLOW_QUERIES}.items():
+            if args.only not in name:
+                continue
             iterations = args.iterations if name in QUERIES else max(10, args.iterations // 10)
             res = await time_calls(svc_query, make, iterations)
             report["service"][name] = res
@@ -486,6 +504,8 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> dic
         )
         report["aggregates"] = {}
         for name, kwargs in AGGREGATES.items():
+            if args.only not in name:
+                continue
             res = await time_calls(svc_agg, lambda r, k=kwargs: k, 10, warmup=2)
             report["aggregates"][name] = res
             print(f"  aggregate {name}: {res}", file=sys.stderr, flush=True)
@@ -548,6 +568,8 @@ def main() -> None:
     parser.add_argument("--pocketbase", action="store_true", help="also measure PocketBase")
     parser.add_argument("--explain", action="store_true", help="collect EXPLAIN ANALYZE")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
+    parser.add_argument("--only", default="", help="run only measurements whose name has this")
+    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
     args = parser.parse_args()
 
     tmp = None
@@ -556,6 +578,10 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="rekor-qbench-")
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.database_url:
+        report = asyncio.run(run(args, args.database_url, workdir))
+        _finish(args, report, tmp)
+        return
     stack = EmbeddedStack(
         workdir / "stack",
         # Only PostgreSQL is needed in-process; `rekor serve` (--http) starts its own NATS/S3.
@@ -573,6 +599,10 @@ def main() -> None:
         report = asyncio.run(run(args, endpoints.database_url, workdir))
     finally:
         stack.stop()
+    _finish(args, report, tmp)
+
+
+def _finish(args: argparse.Namespace, report: dict[str, Any], tmp: Any) -> None:
     if args.pocketbase:
         pb_dir = Path(tempfile.mkdtemp(prefix="rekor-qbench-pb-"))
         report["pocketbase"] = pocketbase_bench(args.records, args.iterations, pb_dir)

@@ -103,5 +103,5 @@ class QueryMixin:
         )
         async with self.pool.connection() as conn:
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
-            await engine.prepare_read(conn, ws, collection, cut)
-            return await engine.run_aggregate(conn, ws, collection, plan, cut)
+            schema = await engine.prepare_read(conn, ws, collection, cut)
+            return await engine.run_aggregate(conn, ws, collection, plan, cut, schema)

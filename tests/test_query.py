@@ -553,3 +553,54 @@ async def test_query_route_is_not_a_record_id(api: httpx.AsyncClient, coll: Coll
     assert r.status_code == 200 and r.json()["id"] == coll.records[0]["id"]
     r = await api.post(coll.url + "/query", json={"limit": 1})
     assert r.status_code == 200 and len(r.json()["data"]) == 1
+
+
+async def test_typed_schema_aggregates_match_untyped(api: httpx.AsyncClient) -> None:
+    # Fields the schema pins to one type are grouped and summed as text/numeric, others as
+    # jsonb: both must give the same answer on the same records.
+    ws = unique("wsq")
+    await api.post("/v1/workspaces", json={"id": ws})
+    typed = {
+        "type": "object",
+        "properties": {
+            "kind": {"enum": ["a", "b", None]},
+            "n": {"type": "integer"},
+            "x": {"type": ["number", "null"]},
+            "ok": {"type": "boolean"},
+            "meta": {"type": "object", "properties": {"tier": {"type": "string"}}},
+        },
+    }
+    await api.put(f"/v1/{ws}/collections/typed", json={"json_schema": typed})
+    await api.put(f"/v1/{ws}/collections/loose", json={"json_schema": {"type": "object"}})
+    for i in range(24):
+        data: dict[str, Any] = {
+            "kind": [None, "a", "b"][i % 3],
+            "n": i % 4,
+            "ok": i % 2 == 0,
+            "meta": {"tier": "gold" if i % 5 else "silver"},
+        }
+        if i % 6:
+            data["x"] = i * 0.25 if i % 4 else None
+        for coll in ("typed", "loose"):
+            r = await api.post(f"/v1/{ws}/collections/{coll}/records", json={"data": data})
+            assert r.status_code == 201, r.text
+    body = {
+        "group_by": ["data.kind", "data.ok", "data.n", "data.meta.tier"],
+        "aggregations": [
+            {"fn": "count"},
+            {"fn": "count", "field": "data.x"},
+            {"fn": "sum", "field": "data.x"},
+            {"fn": "avg", "field": "data.n"},
+            {"fn": "min", "field": "data.x"},
+            {"fn": "max", "field": "data.n"},
+        ],
+    }
+    out = {}
+    for coll in ("typed", "loose"):
+        r = await api.post(f"/v1/{ws}/collections/{coll}/records/aggregate", json=body)
+        assert r.status_code == 200, r.text
+        out[coll] = r.json()["data"]
+    assert out["typed"] == out["loose"]
+    assert sum(row["count"] for row in out["typed"]) == 24
+    assert {type(row["data.n"]) for row in out["typed"]} == {int}
+    assert {row["data.ok"] for row in out["typed"]} == {True, False}
