@@ -289,6 +289,7 @@ async def explain(service: Any, kwargs: dict[str, Any], aggregate: bool = False)
 def start_server(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     from bench.procs import free_port, spawn, wait_http
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REKOR_")}
     env["REKOR_DATABASE_URL"] = database_url

@@ -151,7 +151,7 @@ WALK_MIN = 1_000
 WALK_MAX = 20_000
 
 _SEGMENT = re.compile(r"^[\w-]{1,64}$")
-_INDEX = re.compile(r"^-?\d+$")
+_INDEX = re.compile(r"^-?[0-9]+$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 # Same pattern as rekor_try_timestamptz: what counts as a datetime in a filter value.
 DATETIME_RE = re.compile(
@@ -781,6 +781,7 @@ class QueryPlan:
     fields: list[str] | None
     count: bool
     signature: str
+    index_backed: bool = False
 
 
 def _signature(*parts: Any) -> str:
@@ -858,7 +859,30 @@ def compile_query(
         fields=_check_fields(fields),
         count=count,
         signature=signature,
+        index_backed=filter is not None and index_backed(filter),
     )
+
+
+def index_backed(node: dict[str, Any]) -> bool:
+    """True when an index can find the rows of a (validated) filter without reading the
+    whole collection: some AND branch, or every OR branch, is an `eq`/`in` the GIN index
+    (containment) or a btree (id, external_id) serves."""
+    if "and" in node:
+        return any(index_backed(n) for n in node["and"])
+    if "or" in node:
+        return all(index_backed(n) for n in node["or"])
+    if "not" in node:
+        return False
+    op, name, value = node["op"], node["field"], node.get("value")
+    if name in ("id", "external_id"):
+        return op in ("eq", "in")
+    if not name.startswith("data.") or not _containable(parse_field(name, "")):
+        return False
+    if op == "eq":
+        return _is_scalar(value)
+    if op == "in":
+        return len(value) <= _IN_CONTAINMENT_MAX
+    return op == "has" and not isinstance(value, str)  # a string may also be an object key
 
 
 class _Sql:
@@ -1001,6 +1025,11 @@ def query_sql(
     return q.text(), q.params, data_paths
 
 
+async def _set(conn: psycopg.AsyncConnection, names: tuple[str, ...], value: str) -> None:
+    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in names)
+    await conn.execute(sql, [x for name in names for x in (name, value)])  # type: ignore[arg-type]
+
+
 async def run_query(
     conn: psycopg.AsyncConnection,
     workspace_id: str,
@@ -1015,8 +1044,9 @@ async def run_query(
     takes `customer_id = 5991`, 115 rows of 1M, for 10,000 and walks 400,000 rows). So:
     first walk the sort index through a bounded window of rows (cheap, and enough whenever at
     least ~1% of rows match); only if that finds less than a page, the filter is selective,
-    so fetch its matches through the GIN index (bitmap) and sort them. Either way the page is
-    exact: the first matches within the first rows in sort order are the first matches.
+    so fetch its matches through the GIN index (bitmap) and sort them, or, when no index
+    serves the filter, walk on. Either way the page is exact: the first matches within the
+    first rows in sort order are the first matches.
     """
     window = walk_window(plan, cut)
     rows: list[dict[str, Any]] | None = None
@@ -1024,13 +1054,20 @@ async def run_query(
         text, params, data_paths = query_sql(workspace_id, collection, plan, cut, window=window)
         rows = await _fetch(conn, _Sql().add(text, params))
         if len(rows) <= plan.limit:
-            rows = None  # fewer than a page in the window: selective, take the bitmap path
-            await conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
+            rows = None  # fewer than a page in the window: the filter is selective
     if rows is None:
+        # Selective and index-backed: the index finds the few matches (no ordered walk).
+        # Selective but no index can help: keep walking the sort order to the end of the page
+        # rather than let the planner read and sort the whole collection.
+        settings = (
+            ("enable_indexscan",) if plan.index_backed else ("enable_seqscan", "enable_bitmapscan")
+        )
+        if window is not None:
+            await _set(conn, settings, "off")
         text, params, data_paths = query_sql(workspace_id, collection, plan, cut)
         rows = await _fetch(conn, _Sql().add(text, params))
         if window is not None:
-            await conn.execute("SELECT set_config('enable_indexscan', 'on', true)")
+            await _set(conn, settings, "on")
 
     more = len(rows) > plan.limit
     rows = rows[: plan.limit]

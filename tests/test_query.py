@@ -101,6 +101,12 @@ CASES: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
     ("eq-number", cond("data.customer.id", "eq", 2.0), lambda d: d["customer"]["id"] == 2),
     ("neq-missing-too", cond("data.amount", "neq", 3), lambda d: d.get("amount") != 3),
     ("in", cond("data.severity", "in", ["p0", "p3"]), lambda d: d["severity"] in ("p0", "p3")),
+    # Past 50 values `in` compiles to one array comparison instead of OR'd containments.
+    (
+        "in-long",
+        cond("data.customer.id", "in", list(range(2, 62))),
+        lambda d: d["customer"]["id"] >= 2,
+    ),
     (
         "not_in",
         cond("data.status", "not_in", ["open", "resolved"]),
