@@ -217,6 +217,7 @@ async def run(args: argparse.Namespace, stack: EmbeddedStack, workdir: Path) -> 
                 "SELECT count(*) FROM relationships WHERE workspace_id = %s", (ws,)
             )
             report["relationships_in_workspace"] = (await cur.fetchone())[0]
+        report["load_avg_1m_before_in_process"] = os.getloadavg()[0]
         report["in_process"] = await measure_in_process(
             service, ws, ids, args.iterations, args.warmup
         )
@@ -240,6 +241,7 @@ async def run(args: argparse.Namespace, stack: EmbeddedStack, workdir: Path) -> 
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_http(url + "/health", proc, log, timeout=180)
+                report["load_avg_1m_before_http"] = os.getloadavg()[0]
                 report["http"] = await measure_http(url, key, ws, ids, args.iterations, args.warmup)
             finally:
                 stop(proc)
