@@ -670,6 +670,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up (0: none)")
     p.add_argument("--get-ids", type=int, default=1000, help="records seeded for the get test")
     p.add_argument("--only", choices=["rekor", "pocketbase"], help="benchmark one system")
+    p.add_argument("--workers", type=int, default=1, help="API worker processes for `rekor serve`")
     p.add_argument(
         "--profile",
         metavar="DIR",
@@ -709,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "rekor"):
             from bench.rekor import RekorTarget
 
-            targets.append(RekorTarget(workdir / "rekor"))
+            targets.append(RekorTarget(workdir / "rekor", workers=args.workers))
         if args.only in (None, "pocketbase"):
             from bench.pocketbase import PocketBaseTarget
 

@@ -36,12 +36,17 @@ class RekorTarget(Target):
     create_status = 201
     body_style = "rekor"
 
+    def __init__(self, workdir: Path, *, workers: int = 1) -> None:
+        super().__init__(workdir)
+        self.workers = workers
+
     def start(self) -> None:
         port = free_port()
         data_dir = self.workdir / "data"
         # The embedded stack must start: configured external parts would change what we measure.
         env = {k: v for k, v in os.environ.items() if not k.startswith("REKOR_")}
         argv = [sys.executable, "-m", "cli.app", "serve", "--port", str(port)]
+        argv += ["--workers", str(self.workers)]
         self.proc = spawn([*argv, "--data-dir", str(data_dir)], self.log, env=env, cwd=ROOT)
         self.url = f"http://127.0.0.1:{port}"
         wait_http(self.url + "/health", self.proc, self.log, timeout=180)

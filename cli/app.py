@@ -60,6 +60,14 @@ def serve(
         str, Parameter(help="Where the embedded stack keeps its data and the admin key.")
     ] = ".rekor",
     access_log: Annotated[bool, Parameter(help="Log every request as a JSON line.")] = False,
+    workers: Annotated[
+        int,
+        Parameter(
+            help="API worker processes (1-32). Background consumers (event relay, trigger"
+            " delivery, hook mapping, storage cleanup) run in exactly one of them, elected"
+            " through a PostgreSQL advisory lock."
+        ),
+    ] = 1,
 ) -> None:
     """Run Rekor. With no configuration it starts PostgreSQL, NATS and S3 embedded under
     --data-dir; with REKOR_DATABASE_URL / REKOR_NATS_URL / REKOR_S3_ENDPOINT set it uses those.
@@ -69,10 +77,11 @@ def serve(
     For example:
         rekor serve
         rekor serve --port 9000 --data-dir /var/lib/rekor
+        rekor serve --workers 2
     """
     from cli.serve import serve as run
 
-    sys.exit(run(host, port, data_dir, access_log=access_log))
+    sys.exit(run(host, port, data_dir, access_log=access_log, workers=workers))
 
 
 @app.command

@@ -48,8 +48,13 @@ async def _first_admin_key(settings: Settings) -> str | None:
         await service.close()
 
 
-def serve(host: str, port: int, data_dir: str, *, access_log: bool = False) -> int:
+def serve(
+    host: str, port: int, data_dir: str, *, access_log: bool = False, workers: int = 1
+) -> int:
     """Run Rekor until SIGINT/SIGTERM; returns the process exit code."""
+    if not 1 <= workers <= 32:
+        _progress("--workers must be between 1 and 32")
+        return 1
     from deploy.stack import EmbeddedStack, StackError
 
     configure_logging()
@@ -86,13 +91,27 @@ def serve(host: str, port: int, data_dir: str, *, access_log: bool = False) -> i
         url = f"http://{host}:{port}"
         with open(data_path / "server.url", "w") as fh:
             fh.write(url + "\n")
-        from api.app import create_app
-
-        app = create_app(settings)
-        _progress(f"stack ready in {time.monotonic() - started:.1f}s; serving {url}")
+        _progress(
+            f"stack ready in {time.monotonic() - started:.1f}s; serving {url}"
+            + (f" with {workers} workers" if workers > 1 else "")
+        )
         _progress(f"OpenAPI: {url}/schema/openapi.json   health: {url}/health   MCP: {url}/mcp")
+        if workers > 1:
+            # Worker processes build their app from the environment (api.asgi); one of them,
+            # elected by an advisory lock, runs the background consumers.
+            os.environ.update(settings.to_env())
+            os.environ["REKOR_LEADER_ELECTION"] = "1"
+            if not access_log:
+                os.environ["REKOR_QUIET_ACCESS_LOG"] = "1"
+            app: object = "api.asgi:app_from_env"
+        else:
+            from api.app import create_app
+
+            app = create_app(settings)
         config = uvicorn.Config(
-            app,
+            app,  # type: ignore[arg-type]
+            factory=workers > 1,
+            workers=workers,
             host=host,
             port=port,
             log_level="warning",
@@ -100,6 +119,12 @@ def serve(host: str, port: int, data_dir: str, *, access_log: bool = False) -> i
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            # The supervisor handles SIGINT/SIGTERM itself: it stops the workers and returns.
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return 0
         server = uvicorn.Server(config)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
         # previous handler; these handlers turn that into a normal exit so the stack below is

@@ -23,10 +23,28 @@ class Settings(msgspec.Struct, kw_only=True):
     egress_allow: str = ""
     # Background consumers (event relay, trigger delivery, hook mapping) run in this process.
     run_workers: bool = True
+    # With several API processes, the background consumers run only in the process holding a
+    # PostgreSQL advisory lock; another process takes over when the holder dies.
+    leader_election: bool = False
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    def to_env(self) -> dict[str, str]:
+        """The REKOR_* variables that `from_env` reads back (for worker processes)."""
+        pairs = {
+            "REKOR_DATABASE_URL": self.database_url,
+            "REKOR_NATS_URL": self.nats_url,
+            "REKOR_S3_ENDPOINT": self.s3_endpoint,
+            "REKOR_S3_ACCESS_KEY": self.s3_access_key,
+            "REKOR_S3_SECRET_KEY": self.s3_secret_key,
+            "REKOR_S3_BUCKET": self.s3_bucket,
+            "REKOR_S3_REGION": self.s3_region,
+            "REKOR_EGRESS_ALLOW": self.egress_allow,
+            "REKOR_DATA_DIR": self.data_dir,
+        }
+        return {k: v for k, v in pairs.items() if v}
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -41,6 +59,8 @@ class Settings(msgspec.Struct, kw_only=True):
             "s3_bucket": env.get("REKOR_S3_BUCKET", "rekor"),
             "s3_region": env.get("REKOR_S3_REGION", "us-east-1"),
             "egress_allow": env.get("REKOR_EGRESS_ALLOW", ""),
+            "data_dir": env.get("REKOR_DATA_DIR", ".rekor"),
+            "leader_election": env.get("REKOR_LEADER_ELECTION", "") == "1",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
