@@ -497,7 +497,7 @@ def build_server(backend_for: BackendFor) -> MCPServer:
 
     @mcp.tool(structured_output=False)
     async def manage_attachment(
-        action: Literal["create_upload", "complete_upload", "list", "url", "delete", "history"],
+        action: Literal["upload", "complete", "get_url", "list", "delete", "history"],
         workspace_id: WorkspaceId,
         collection: Collection,
         record_id: Annotated[str, Field(description="The record the file belongs to.")],
@@ -506,23 +506,23 @@ def build_server(backend_for: BackendFor) -> MCPServer:
             str | None, Field(description="File name, may contain folders: 'docs/a.pdf'.")
         ] = None,
         content_type: Annotated[
-            str | None, Field(description="create_upload: media type, e.g. 'application/pdf'.")
+            str | None, Field(description="upload: media type, e.g. 'application/pdf'.")
         ] = None,
-        size: Annotated[int | None, Field(description="create_upload: bytes, if known.")] = None,
+        size: Annotated[int | None, Field(description="upload: bytes, if known.")] = None,
         expires_in: Annotated[
             int | None, Field(description="Seconds the URL stays valid (default 900).")
         ] = None,
-        version: Annotated[int | None, Field(description="url: an older version.")] = None,
+        version: Annotated[int | None, Field(description="get_url: an older version.")] = None,
         prefix: Annotated[str | None, Field(description="list: only under this folder.")] = None,
         limit: Limit = None,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """Files attached to a record, stored in S3 through presigned URLs. To upload:
-        create_upload (filename, content_type) -> {"upload_url", "method", "headers",
-        "expires_at"}; send the file there with exactly those headers; then complete_upload
-        (filename) -> {"filename", "size", "content_type", "etag", "version"}. list (prefix?)
-        -> {"data": [...]}; url (filename, expires_in?) -> {"url", "expires_at"} to download;
-        delete (filename); history (filename) -> every version."""
+        """Files attached to a record, stored in S3 through presigned URLs. To upload: upload
+        (filename, content_type) -> {"upload_url", "method", "headers", "expires_at"}; send the
+        file there with exactly those headers; then complete (filename) -> {"filename", "size",
+        "content_type", "etag", "version"}. list (prefix?) -> {"data": [...]}; get_url
+        (filename, expires_in?) -> {"url", "expires_at"} to download; delete (filename);
+        history (filename) -> every version."""
         tool = "manage_attachment"
         base = {"workspace_id": workspace_id, "collection": collection, "record_id": record_id}
         if action == "list":
@@ -530,13 +530,13 @@ def build_server(backend_for: BackendFor) -> MCPServer:
             return await run(ctx, tool, action, "list_attachments", args)
         _required(tool, action, filename=filename)
         base["filename"] = filename
-        if action == "create_upload":
+        if action == "upload":
             _required(tool, action, content_type=content_type)
             args = {**base, "content_type": content_type, "size": size, "expires_in": expires_in}
             return await run(ctx, tool, action, "create_upload", args)
-        if action == "complete_upload":
+        if action == "complete":
             return await run(ctx, tool, action, "complete_upload", base)
-        if action == "url":
+        if action == "get_url":
             args = {**base, "expires_in": expires_in, "version": version}
             return await run(ctx, tool, action, "attachment_url", args)
         if action == "history":
