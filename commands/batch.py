@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from commands import handlers
 from commands.handlers import Context, handle
 from commands.principal import Principal
 from commands.relationships import (
@@ -38,7 +37,6 @@ from commands.types import (
     UpsertRecord,
 )
 from commands.validation import (
-    SchemaCache,
     check_data_object,
     check_expected_version,
     check_external,
@@ -535,9 +533,6 @@ def batch_work(operations: list[Operation], ctx: Context) -> Work:
             tx.head = head_before
             del tx.appended[appended_before:]
             tx.memo.clear()
-            if any(op.type == "upsert_collection" for op in operations):
-                # Validators are cached by the schema's seq, and those seqs will be reused.
-                handlers.SCHEMAS = SchemaCache()
             if isinstance(exc, RekorError) and current is not None:
                 raise _op_error(current, exc) from exc
             raise

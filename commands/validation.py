@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections import OrderedDict
@@ -148,12 +149,13 @@ def check_json_schema(schema: Any) -> dict[str, Any]:
 
 
 class SchemaCache:
-    """Compiled validators per (workspace, collection, schema seq): compiling is the costly
-    part, and a schema at a given seq never changes."""
+    """Compiled validators per (workspace, collection, schema seq, schema digest): compiling
+    is the costly part. The digest is part of the key because a seq taken by a transaction
+    that rolled back is reused by the next commit, possibly with a different schema."""
 
     def __init__(self, size: int = 512) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, str, int], jsonschema.Draft202012Validator] = (
+        self._items: OrderedDict[tuple[str, str, int, bytes], jsonschema.Draft202012Validator] = (
             OrderedDict()
         )
 
@@ -161,7 +163,8 @@ class SchemaCache:
         self, workspace_id: str, collection: str, seq: int, schema: dict[str, Any]
     ) -> jsonschema.Draft202012Validator:
         """The compiled validator for this schema version."""
-        key = (workspace_id, collection, seq)
+        digest = hashlib.blake2b(msgspec.json.encode(schema), digest_size=16).digest()
+        key = (workspace_id, collection, seq, digest)
         found = self._items.get(key)
         if found is not None:
             self._items.move_to_end(key)

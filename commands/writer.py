@@ -93,14 +93,18 @@ class WorkspaceWriter:
         try:
             outcomes = await self._transaction(workspace_id, group)
         except _Poisoned as exc:
-            log.error(
-                "write job failed after appending in %s", workspace_id, exc_info=exc.__cause__
-            )
             if len(group) > 1:
                 for job in group:
                     await self._run(workspace_id, [job])
                 return
-            outcomes = [(group[0], None, _internal())]
+            cause = exc.__cause__
+            if isinstance(cause, RekorError):
+                # The job wrote, then refused (e.g. an atomic batch whose 57th op fails): the
+                # rollback undid its writes, so its own error is the honest answer.
+                outcomes = [(group[0], None, cause)]
+            else:
+                log.error("write job failed after appending in %s", workspace_id, exc_info=cause)
+                outcomes = [(group[0], None, _internal())]
         except RekorError as exc:
             outcomes = [(job, None, exc) for job in group]
         except (psycopg.OperationalError, OSError) as exc:
