@@ -31,4 +31,8 @@ async def provide_principal(request: Request[Any, Any, Any], state: State) -> Pr
     correlation = request.headers.get("x-request-id") or request.headers.get("x-correlation-id")
     if correlation:
         principal = msgspec.structs.replace(principal, correlation_id=correlation[:200])
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key and request.method != "GET":
+        # The middleware has validated it; recorded so the log says which retry wrote what.
+        principal = msgspec.structs.replace(principal, idempotency_key=idempotency_key[:255])
     return principal

@@ -21,6 +21,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     workspaces: tuple[str, ...] | None = None
     interface: str = "rest"
     correlation_id: str | None = None
+    idempotency_key: str | None = None
 
     def can_see(self, workspace_id: str) -> bool:
         """True if the key's workspace scope covers this workspace."""
@@ -64,6 +65,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
             meta["actor_key_id"] = self.key_id
         if self.correlation_id:
             meta["correlation_id"] = self.correlation_id
+        if self.idempotency_key:
+            meta["idempotency_key"] = self.idempotency_key
         meta.update({k: v for k, v in extra.items() if v is not None})
         return meta
 

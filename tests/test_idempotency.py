@@ -47,6 +47,8 @@ async def test_retry_replays_the_first_response(api: httpx.AsyncClient) -> None:
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["content-type"].startswith("application/json")
     assert await _head(api, ws) == head and await _count(api, ws) == 1
+    log = (await api.get(f"/v1/{ws}/events", params={"record_id": first.json()["id"]})).json()
+    assert [e["metadata"].get("idempotency_key") for e in log["data"]] == [key]
 
     # Same key, different body (or path, or method): a conflict, nothing written.
     r = await api.post(records, json={"data": {**INCIDENT, "severity": "p0"}}, headers=_key(key))
