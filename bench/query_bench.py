@@ -237,6 +237,10 @@ AGGREGATES: dict[str, dict[str, Any]] = {
 }
 
 
+class _SkipService(Exception):
+    """--http-only: the in-process measurements are skipped."""
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
@@ -302,6 +306,30 @@ def start_server(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[by
     key_file = data_dir / "admin.key"
     key = key_file.read_text().strip() if key_file.exists() else ""
     return proc, url, key
+
+
+async def wait_for_relay(database_url: str, max_wait_s: float = 1800) -> None:
+    """`rekor serve` starts publishing the loaded events to NATS; measuring while it catches
+    up would measure the catch-up. Wait until its checkpoint reaches the workspace head."""
+    import psycopg
+
+    deadline = time.monotonic() + max_wait_s
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            try:
+                cur = await conn.execute(
+                    "SELECT w.head - coalesce(c.seq, 0) FROM workspaces w LEFT JOIN"
+                    " relay_checkpoints c USING (workspace_id) WHERE w.workspace_id = %s",
+                    (WS,),
+                )
+            except psycopg.errors.UndefinedTable:
+                return  # no relay in this build
+            row = await cur.fetchone()
+            lag = row[0] if row else 0
+            if lag <= 0:
+                return
+            print(f"  waiting for the event relay: {lag:,} events to publish", file=sys.stderr)
+            await asyncio.sleep(10)
 
 
 # ---- PocketBase ------------------------------------------------------------------------------
@@ -460,6 +488,8 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> dic
     report: dict[str, Any] = {"records": args.records, "iterations": args.iterations}
     service = await build_service(database_url, min_size=2, max_size=4)
     try:
+        if args.http_only:
+            raise _SkipService
         async with service.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM records WHERE workspace_id = %s AND collection = %s",
@@ -524,6 +554,8 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> dic
             report["explain"]["count group_by status (whole collection)"] = await explain(
                 service, AGGREGATES["count group_by status (whole collection)"], aggregate=True
             )
+    except _SkipService:
+        pass
     finally:
         await service.close()
 
@@ -531,9 +563,16 @@ async def run(args: argparse.Namespace, database_url: str, workdir: Path) -> dic
         import httpx
 
         from bench.procs import stop
+        from commands import apikeys
 
-        proc, url, key = start_server(database_url, workdir / "serve")
+        keys = await build_service(database_url, min_size=1, max_size=1)
+        async with keys.pool.connection() as conn:
+            created = await apikeys.create_key(conn, "query bench", ["admin"], None)
+        await keys.close()
+        proc, url, _ = start_server(database_url, workdir / "serve")
+        key = str(created["key"])
         try:
+            await wait_for_relay(database_url)
             report["http"] = {}
             async with httpx.AsyncClient(
                 base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
@@ -571,6 +610,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--only", default="", help="run only measurements whose name has this")
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
+    parser.add_argument("--http-only", action="store_true", help="skip in-process measurements")
     args = parser.parse_args()
 
     tmp = None

@@ -36,9 +36,7 @@ class QueryBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = None
     limit: Annotated[Any, Doc(description="Page size 1-1000, default 50")] = None
     cursor: Annotated[Any, Doc(description="meta.next_cursor of the previous page")] = None
-    offset: Annotated[Any, Doc(description="Skip this many rows (0-10000); not with cursor")] = (
-        None
-    )
+    offset: Annotated[Any, Doc(description="Skip this many rows (0-10000); not with cursor")] = None
     fields: Annotated[
         Any,
         Doc(description='Only these fields, e.g. ["id", "data.title"]; id is always included'),
@@ -46,9 +44,7 @@ class QueryBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     as_of: Annotated[
         Any, Doc(description="Query the collection as it was at a seq or an ISO-8601 instant")
     ] = None
-    count: Annotated[Any, Doc(description="true adds the exact meta.total (costs a count)")] = (
-        False
-    )
+    count: Annotated[Any, Doc(description="true adds the exact meta.total (costs a count)")] = False
 
 
 class AggregateBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
