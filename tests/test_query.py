@@ -610,3 +610,15 @@ async def test_typed_schema_aggregates_match_untyped(api: httpx.AsyncClient) -> 
     assert sum(row["count"] for row in out["typed"]) == 24
     assert {type(row["data.n"]) for row in out["typed"]} == {int}
     assert {row["data.ok"] for row in out["typed"]} == {True, False}
+
+
+async def test_openapi_documents_query_operations(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/schema/openapi.json")).json()
+    ops = {
+        op["operationId"]: op
+        for path in spec["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    for name in ("queryRecords", "aggregateRecords"):
+        assert ops[name]["description"], name
