@@ -1,4 +1,5 @@
-"""The filter DSL evaluated in Python over one record, for trigger filters.
+"""The filter DSL evaluated in Python over one record, for trigger filters (validated by the
+query engine's compiler, evaluated here without a database round trip per event).
 
 Same language as queries (DESIGN.md §4): a condition `{"field", "op", "value"}` or a group
 `{"and": [...]}` / `{"or": [...]}` / `{"not": ...}`. Semantics follow the SQL engine's: a
@@ -12,84 +13,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from events.errors import ValidationError
+from projections.query import compile_filter
 
-OPS = {
-    "eq",
-    "neq",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "in",
-    "not_in",
-    "like",
-    "ilike",
-    "is_null",
-    "is_not_null",
-    "has",
-    "search",
-}
-SYSTEM_FIELDS = {"id", "external_id", "external_source", "version", "created_at", "updated_at"}
 _MISSING = object()
-MAX_DEPTH = 16
 
 
-def _err(path: str, message: str) -> ValidationError:
-    return ValidationError(
-        f"filter is not valid: {path}: {message}. A filter is a condition"
-        ' {"field": "data.severity", "op": "eq", "value": "p1"} or a group {"and": [...]},'
-        ' {"or": [...]}, {"not": {...}}',
-        [{"path": path, "message": message}],
-    )
-
-
-def check_filter(node: Any, path: str = "$.filter", depth: int = 0) -> None:
-    """Raise VALIDATION_ERROR (naming the JSON path) unless `node` is a valid filter."""
-    if depth > MAX_DEPTH:
-        raise _err(path, f"nested deeper than {MAX_DEPTH}")
-    if not isinstance(node, dict):
-        raise _err(path, "must be an object")
-    groups = [k for k in ("and", "or", "not") if k in node]
-    if groups:
-        if len(node) != 1:
-            raise _err(path, "a group has exactly one key: and, or or not")
-        key = groups[0]
-        if key == "not":
-            check_filter(node["not"], f"{path}.not", depth + 1)
-            return
-        items = node[key]
-        if not isinstance(items, list) or not items:
-            raise _err(f"{path}.{key}", "must be a non-empty array of filters")
-        for i, item in enumerate(items):
-            check_filter(item, f"{path}.{key}[{i}]", depth + 1)
-        return
-    unknown = set(node) - {"field", "op", "value"}
-    if unknown:
-        raise _err(path, f"unknown keys {sorted(unknown)}")
-    field, op = node.get("field"), node.get("op")
-    if not isinstance(field, str) or not (
-        field in SYSTEM_FIELDS or (field.startswith("data.") and len(field) > 5)
-    ):
-        raise _err(
-            f"{path}.field",
-            f"unknown field {field!r}; use data.<path> or one of {sorted(SYSTEM_FIELDS)}",
-        )
-    if op not in OPS:
-        raise _err(f"{path}.op", f"unknown op {op!r}; ops are {sorted(OPS)}")
-    value = node.get("value", _MISSING)
-    if op in ("is_null", "is_not_null"):
-        return
-    if value is _MISSING:
-        raise _err(f"{path}.value", f"op '{op}' needs a value")
-    if op in ("in", "not_in") and not isinstance(value, list):
-        raise _err(f"{path}.value", f"op '{op}' needs an array")
-    if op in ("like", "ilike", "search") and not isinstance(value, str):
-        raise _err(f"{path}.value", f"op '{op}' needs a string")
-    if op in ("gt", "gte", "lt", "lte") and (
-        isinstance(value, bool) or not isinstance(value, int | float | str)
-    ):
-        raise _err(f"{path}.value", f"op '{op}' needs a number or a string")
+def check_filter(node: Any) -> None:
+    """Raise VALIDATION_ERROR (naming the JSON path) unless `node` is a valid filter. This is
+    the query engine's own check, so a trigger accepts exactly the filters a query accepts."""
+    compile_filter(node)
 
 
 def _lookup(record: dict[str, Any], field: str) -> Any:

@@ -219,7 +219,7 @@ async def test_hook_writes_do_not_fire_unless_opted_in(
         ({"url": "http://user:pw@example.com/"}, "$.url", "credentials"),
         ({"events": ["created"]}, "$.events", "create"),
         ({"events": []}, "$.events", "create"),
-        ({"filter": {"field": "data.x", "op": "nope", "value": 1}}, "$.filter.op", "ops"),
+        ({"filter": {"field": "data.x", "op": "nope", "value": 1}}, "$.filter.op", "unknown op"),
         ({"filter": {"field": "secret", "op": "eq", "value": 1}}, "$.filter.field", "data."),
         ({"collection": "nope"}, "$.collection", "create the collection"),
         ({"name": ""}, "$.name", "name"),
