@@ -106,7 +106,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.log = data_dir / f"server-{self.port}.log"
-        self._fh = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self._fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -34,7 +34,7 @@ def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         ],
         cwd=ROOT,
         env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
+        stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
     )
 
