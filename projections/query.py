@@ -52,7 +52,14 @@ or belongs to another query is a VALIDATION_ERROR.
 
 Index use: `eq` / `in` on a data path with a scalar value compile to JSON containment
 (`data @> '{"severity": "p1"}'`), which the GIN index `records_data_gin` (jsonb_path_ops)
-serves. Sorting by `id`, `created_at` or `updated_at` reads the matching btree in order.
+serves. Sorting by `id`, `created_at` or `updated_at` reads the matching btree in order; how a
+filtered, sorted page picks between the two is explained at `run_query`.
+
+Aggregates: `count` (rows, or with a field the records where it is present and not null),
+`sum avg min max` over a data field's numbers (other values are ignored; on system fields
+`version`, and min/max of the timestamps and external ids). The alias defaults to `count` or
+`<fn>_<field>` (e.g. `sum_data.amount`). Groups (at most 1000, `meta.truncated` beyond) are
+ordered by their values, missing/null last; a missing field and JSON null form one group.
 """
 
 from __future__ import annotations
@@ -74,7 +81,7 @@ from psycopg.types.json import Jsonb
 from events.errors import NotFound, ValidationError
 from events.migrations import register
 from projections import core as _core  # noqa: F401 - its tables must be created before our indexes
-from projections.reads import encode_cursor, page, record_json
+from projections.reads import decode_cursor, encode_cursor, page, record_json
 
 register(
     "0201_query_indexes",
@@ -630,8 +637,6 @@ def make_cursor(signature: str, values: list[Any]) -> str:
 
 def read_cursor(cursor: Any, signature: str, keys: list[SortKey]) -> list[Any]:
     """Decode and check a cursor made by `make_cursor` for this very query."""
-    from projections.reads import decode_cursor
-
     if not isinstance(cursor, str) or not cursor:
         raise _invalid("$.cursor", "cursor is the next_cursor string of a previous page")
     payload = decode_cursor(cursor, "q")
