@@ -73,7 +73,9 @@ class QueryMixin:
             count=count,
             as_of=as_of,
         )
-        async with self.pool.connection() as conn:
+        # One transaction: the read's settings (timeout, custom plans, the walk's fallback)
+        # are transaction-local, and the pool hands out autocommit connections.
+        async with self.pool.connection() as conn, conn.transaction():
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
             await engine.prepare_read(conn, ws, collection, cut)
             return await engine.run_query(conn, ws, collection, plan, cut)
@@ -101,7 +103,9 @@ class QueryMixin:
             _json_arg(group_by, "group_by"),
             _json_arg(aggregations, "aggregations"),
         )
-        async with self.pool.connection() as conn:
+        # One transaction: the read's settings (timeout, custom plans, the walk's fallback)
+        # are transaction-local, and the pool hands out autocommit connections.
+        async with self.pool.connection() as conn, conn.transaction():
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
             schema = await engine.prepare_read(conn, ws, collection, cut)
             return await engine.run_aggregate(conn, ws, collection, plan, cut, schema)

@@ -919,8 +919,8 @@ async def prepare_read(
     workspace exists and the collection exists (or, at `cut`, had been created by then).
     Returns the collection's JSON Schema (None when, at `cut`, it no longer exists).
 
-    The settings are transaction-local (the pooled connection is not in autocommit, so the
-    whole read is one transaction): a statement timeout, and custom plans always. One SQL text
+    The settings are local to the caller's transaction (the whole read must run in one): a
+    statement timeout, and custom plans always. One SQL text
     serves `eq severity` (a quarter of the rows: walk the sort index) and `eq customer_id`
     (ten rows: GIN bitmap); a cached generic plan would pick one strategy for both.
     """
