@@ -39,6 +39,7 @@ from events.store import StoredEvent, WorkspaceTx
 from projections import reads
 
 MAX_LIMIT = 1000
+_FIRST_KEY_LOCK = 0x5245_4B4B
 DEFAULT_LIMIT = 50
 
 
@@ -128,8 +129,11 @@ class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin, StreamingMi
         return out
 
     async def ensure_admin_key(self) -> str | None:
-        """On first start (no keys at all), create the first admin key and return its secret."""
-        async with self.pool.connection() as conn:
+        """On first start (no keys at all), create the first admin key and return its secret.
+        Several replicas starting at once make exactly one: the check and the insert run under
+        one advisory lock."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FIRST_KEY_LOCK,))
             if await apikeys.count_keys(conn):
                 return None
             created = await apikeys.create_key(
