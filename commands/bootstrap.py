@@ -172,8 +172,20 @@ class Leadership:
         return "leader" if self.is_leader else "standby"
 
 
+_STOP_DEADLINE_SECONDS = 5.0
+
+
 async def _stop_extensions(service: RekorService) -> None:
+    # Each component gets a bounded time to stop: a relay deep in a backlog must not hold up
+    # shutdown. Whatever it had not checkpointed is published again after restart (and
+    # de-duplicated by event id), so cutting it short loses nothing.
     for name in reversed(list(service.extensions)):
         stop = getattr(service.extensions.pop(name), "stop", None)
-        if stop is not None:
-            await stop()
+        if stop is None:
+            continue
+        try:
+            await asyncio.wait_for(stop(), _STOP_DEADLINE_SECONDS)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0fs; abandoned", name, _STOP_DEADLINE_SECONDS)
+        except Exception:
+            log.exception("%s failed while stopping", name)
