@@ -201,6 +201,8 @@ async def delete_hook(cmd: DeleteHook, tx: WorkspaceTx, ctx: Context) -> Command
     stored = await emit(
         tx, ctx, f"hook:{cmd.id}", HookDeleted(id=cmd.id, collection=row["collection"]), 2
     )
+    # Later payloads of this transaction's group must not see the memoised hook.
+    tx.memo.pop(("stream.hook", cmd.id), None)
     return CommandResult(body={"id": cmd.id, "deleted": True, "seq": stored.seq})
 
 
@@ -871,11 +873,20 @@ class StreamingMixin:
         receipt_id = str(uuid_utils.uuid7())
 
         async def work(tx: WorkspaceTx) -> dict[str, Any] | _Rejected:
-            hook = await find_hook(tx.conn, ws, hook_id)
+            # Payloads of one hook arrive in bursts and share a group transaction: look the
+            # hook (and its secret) up once per transaction, not once per payload (a round
+            # trip each). delete_hook drops the memo; workspace events clear it.
+            key = ("stream.hook", hook_id)
+            hook = tx.memo.get(key)
             if hook is None:
-                raise _hook_not_found(ws, hook_id)
+                hook = await find_hook(tx.conn, ws, hook_id)
+                if hook is None:
+                    raise _hook_not_found(ws, hook_id)
+                if hook["signed"]:
+                    hook = {**hook, "secret": await get_secret(tx.conn, hook_id)}
+                tx.memo[key] = hook
             ctx = Context(hook_principal(hook_id), hook_id=hook_id, receipt_id=receipt_id)
-            checked = await _check_payload(tx.conn, hook, body, headers, max_bytes)
+            checked = _check_payload(hook, body, headers, max_bytes)
             stream = f"hook_receipt:{receipt_id}"
             if isinstance(checked, RekorError):
                 error = checked
@@ -1032,8 +1043,7 @@ class StreamingMixin:
                 yield None
 
 
-async def _check_payload(
-    conn: psycopg.AsyncConnection,
+def _check_payload(
     hook: Mapping[str, Any],
     body: bytes,
     headers: Mapping[str, str],
@@ -1046,7 +1056,7 @@ async def _check_payload(
             [{"path": "$", "message": "send smaller payloads"}],
         )
     if hook["signed"]:
-        secret = await get_secret(conn, hook["id"])
+        secret = hook.get("secret")
         problem = (
             "the hook's secret is missing"
             if secret is None

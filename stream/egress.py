@@ -76,15 +76,21 @@ def check_url_shape(url: str) -> tuple[str, str, int]:
 async def resolve_checked(url: str, allow: list[IPNetwork]) -> Target:
     """Resolve the URL's host and refuse it unless every address is allowed."""
     _, host, port = check_url_shape(url)
+    addrs: list[IPAddress] = []
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise EgressRefused(f"cannot resolve host '{host}': {exc.strerror}") from exc
-    addrs = []
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if addr not in addrs:
-            addrs.append(addr)
+        # An address literal needs no lookup (asyncio would still hop to a thread for it).
+        addrs.append(ipaddress.ip_address(host))
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except socket.gaierror as exc:
+            raise EgressRefused(f"cannot resolve host '{host}': {exc.strerror}") from exc
+        for info in infos:
+            addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            if addr not in addrs:
+                addrs.append(addr)
     refused = [a for a in addrs if not address_allowed(a, allow)]
     if refused or not addrs:
         raise EgressRefused(

@@ -12,11 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 log = logging.getLogger("rekor.stream.hooks")
 
 BATCH = 200
+# While payloads are being accepted, applying waits for a pause in the arrivals (QUIET_S), but
+# never longer than MAX_DEFER_S: accepting and applying take turns on the workspace's writer,
+# and an accepted payload is already durable, so the 202 goes first and the upserts follow.
+QUIET_S = 0.05
+MAX_DEFER_S = 1.0
 
 
 class HookApplier:
@@ -30,6 +36,7 @@ class HookApplier:
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
         self.last_error: str | None = None
+        self._last_ingest = 0.0
 
     def start(self) -> None:
         """Start applying in the background."""
@@ -37,8 +44,17 @@ class HookApplier:
 
     def wake(self, workspace_id: str) -> None:
         """A payload for this workspace was just accepted."""
+        self._last_ingest = time.monotonic()
         self._dirty.add(workspace_id)
         self._wake.set()
+
+    async def _yield_to_ingest(self) -> None:
+        deadline = time.monotonic() + MAX_DEFER_S
+        while time.monotonic() < deadline:
+            quiet_for = time.monotonic() - self._last_ingest
+            if quiet_for >= QUIET_S:
+                return
+            await asyncio.sleep(QUIET_S - quiet_for)
 
     async def _pending_workspaces(self) -> list[str]:
         async with self.service.pool.connection() as conn:
@@ -51,6 +67,7 @@ class HookApplier:
         while True:
             try:
                 self._wake.clear()
+                await self._yield_to_ingest()
                 self._dirty.update(await self._pending_workspaces())
                 while self._dirty:
                     ws = self._dirty.pop()
