@@ -28,6 +28,10 @@ from botocore.config import Config
 
 from deploy.stack import EmbeddedStack, StackEndpoints, StackError, endpoints_from_env
 
+# These tests start and stop embedded parts of their own; the CI run against external services
+# has nothing new to learn from them.
+pytestmark = pytest.mark.embedded_only
+
 REPO = Path(__file__).resolve().parents[1]
 
 
