@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,10 +41,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    lat = {
-        p: re.search(rf"\s{p}%\s+([\d.]+\w+)", out)
-        for p in ("50", "99")
-    }
+    lat = {p: re.search(rf"\s{p}%\s+([\d.]+\w+)", out) for p in ("50", "99")}
     accepted = total - (int(bad.group(1)) if bad else 0)
     return {
         "requests": total,
@@ -61,13 +57,16 @@ def parse_wrk(out: str) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = EmbeddedStack(
-            tmp, s3={"endpoint": "http://127.0.0.1:9", "access_key": "x", "secret_key": "x"}
+            Path(tmp) / "stack",
+            s3={"endpoint": "http://127.0.0.1:9", "access_key": "x", "secret_key": "x"},
         )
         endpoints = stack.start()
         server = None
         service = await build_service(endpoints.database_url)
         try:
-            server = Server(endpoints, Path(tmp))
+            server_dir = Path(tmp) / "server"
+            server_dir.mkdir()
+            server = Server(endpoints, server_dir)
             ws = "bench_hook_http"
             await service.create_workspace(SYSTEM, ws)
             await service.upsert_collection(SYSTEM, ws, "items", SCHEMA)
@@ -79,21 +78,19 @@ async def main(args: argparse.Namespace) -> None:
             script = Path(tmp) / "post.lua"
             script.write_text(LUA)
             url = server.url + hook["ingest_url"]
-            out = subprocess.run(
-                [
-                    "wrk",
-                    f"-t{args.threads}",
-                    f"-c{args.connections}",
-                    f"-d{args.seconds}s",
-                    "--latency",
-                    "-s",
-                    str(script),
-                    url,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            proc = await asyncio.create_subprocess_exec(
+                "wrk",
+                f"-t{args.threads}",
+                f"-c{args.connections}",
+                f"-d{args.seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            raw, _ = await proc.communicate()
+            out = raw.decode()
             result = parse_wrk(out)
             # Every 202 must be a receipt in the log; wait for the applier to finish too.
             started = time.perf_counter()

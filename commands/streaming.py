@@ -910,12 +910,21 @@ class StreamingMixin:
             stored = await emit(tx, ctx, stream, received, 1)
             return {"receipt_id": receipt_id, "hook_id": hook_id, "seq": stored.seq}
 
-        result = await self.run_in_workspace(ws, work)
+        applier = self.extensions.get("stream.hooks")
+        if applier is not None:
+            applier.arriving()
+        try:
+            result = await self.run_in_workspace(ws, work)
+        except BaseException:
+            if applier is not None:
+                applier.gone()
+            raise
         if isinstance(result, _Rejected):
+            if applier is not None:
+                applier.gone()
             err = result.error
             details = err.details if isinstance(err.details, list) else [err.details]
             raise type(err)(err.message, [*details, {"receipt_id": result.receipt_id}])
-        applier = self.extensions.get("stream.hooks")
         if applier is not None:
             applier.wake(ws)
         return result
