@@ -4,6 +4,7 @@ rejections recorded as receipts."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from commands.principal import SYSTEM
+from events.errors import NotFound
+from tests.conftest import INCIDENT_SCHEMA
 from tests.stream.conftest import eventually, make_workspace
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -186,3 +190,31 @@ async def test_unknown_or_deleted_hook_and_bad_config(sapi: httpx.AsyncClient) -
         err = r.json()["error"]
         assert err["details"][0]["path"] == path or path[2:] in err["message"]
     assert (await sapi.get(f"/v1/{ws}/hooks")).json()["data"] == []
+
+
+async def test_deleted_hook_refuses_payloads_queued_in_the_same_group(
+    service: Any, ws: str
+) -> None:
+    """The hook row is memoised per group transaction: a delete between two payloads of one
+    group must still make the second one 404 (and leave no receipt for it)."""
+    await service.upsert_collection(SYSTEM, ws, "incidents", INCIDENT_SCHEMA)
+    hook = (await service.create_hook(SYSTEM, ws, name="h", collection="incidents")).body
+    body = json.dumps({"title": "x", "severity": "p1"}).encode()
+    groups_before = service.writer.groups
+    first, deleted, second = await asyncio.gather(
+        service.ingest_hook_payload(ws, hook["id"], body, {}),
+        service.delete_hook(SYSTEM, ws, hook["id"]),
+        service.ingest_hook_payload(ws, hook["id"], body, {}),
+        return_exceptions=True,
+    )
+    assert service.writer.groups == groups_before + 1, "the three jobs shared one transaction"
+    assert "receipt_id" in first
+    assert deleted.body["deleted"] is True
+    assert isinstance(second, NotFound)
+    async with service.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM events WHERE workspace_id = %s AND type ="
+            " 'hook.payload_received'",
+            (ws,),
+        )
+        assert (await cur.fetchone())[0] == 1
