@@ -23,6 +23,8 @@ class StreamConfig(msgspec.Struct, kw_only=True):
     egress_allow: str = ""
     stream_name: str = "REKOR"
     duplicate_window_s: float = 120.0
+    # JetStream replicas of the stream: 3 on a 3-node cluster (R3), 1 on a single server.
+    stream_replicas: int = 1
     relay_batch: int = 1000
     relay_poll_s: float = 1.0
     trigger_consumer: str = "rekor_triggers"
@@ -37,7 +39,7 @@ class StreamConfig(msgspec.Struct, kw_only=True):
     def from_env(cls, egress_allow: str | None = None) -> StreamConfig:
         """Read REKOR_TRIGGER_BACKOFF_BASE (seconds), REKOR_TRIGGER_BACKOFF_MAX,
         REKOR_TRIGGER_MAX_ATTEMPTS, REKOR_TRIGGER_TIMEOUT, REKOR_HOOK_MAX_BYTES,
-        REKOR_RELAY_POLL, REKOR_STREAM_NAME and REKOR_EGRESS_ALLOW."""
+        REKOR_RELAY_POLL, REKOR_STREAM_NAME, REKOR_STREAM_REPLICAS and REKOR_EGRESS_ALLOW."""
         return cls(
             egress_allow=(
                 egress_allow
@@ -45,6 +47,7 @@ class StreamConfig(msgspec.Struct, kw_only=True):
                 else os.environ.get("REKOR_EGRESS_ALLOW", "")
             ),
             stream_name=os.environ.get("REKOR_STREAM_NAME", "REKOR"),
+            stream_replicas=_int("REKOR_STREAM_REPLICAS", 1),
             relay_poll_s=_float("REKOR_RELAY_POLL", 1.0),
             trigger_timeout_s=_float("REKOR_TRIGGER_TIMEOUT", 15.0),
             trigger_backoff_base_s=_float("REKOR_TRIGGER_BACKOFF_BASE", 2.0),

@@ -131,6 +131,7 @@ async def ensure_stream(js: Any, config: StreamConfig) -> None:
         subjects=["rekor.>"],
         storage=js_api.StorageType.FILE,
         duplicate_window=config.duplicate_window_s,
+        num_replicas=config.stream_replicas,
     )
     try:
         await js.add_stream(wanted)
