@@ -12,7 +12,10 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 import projections.core  # noqa: F401 - registers projectors and migrations
-from commands import apikeys  # noqa: F401 - registers its migration
+from commands import (
+    apikeys,  # noqa: F401 - registers its migration
+    handlers,
+)
 from commands.attachment_cleanup import start_attachments
 from commands.service import RekorService
 from commands.writer import WorkspaceWriter
@@ -50,7 +53,7 @@ async def build_service(
     await pool.open(wait=True, timeout=30)
     async with pool.connection() as conn:
         await migrate(conn)
-    return RekorService(pool, WorkspaceWriter(pool))
+    return RekorService(pool, WorkspaceWriter(pool, prefetch=handlers.prefetch))
 
 
 async def migrate_only(database_url: str) -> list[str]:

@@ -79,7 +79,83 @@ async def emit(
     await projector.apply(tx.conn, stored)
     if stored.type.startswith(("collection.", "workspace.")):
         tx.memo.clear()
+    elif stored.type.startswith("record."):
+        _forget_record(tx, event)
     return stored
+
+
+# -- external-id lookups shared by a group ------------------------------------------------------
+# Memo keys ("ext", collection, external_id, source or "") -> record row or None. Prefetched for
+# a whole group in one query; a record event drops every key that named that record (old and
+# new external id), so later commands in the group read the projection again.
+
+
+def _ext_key(collection: str, external_id: str, source: str | None) -> tuple[str, ...]:
+    return ("ext", collection, external_id, source or "")
+
+
+def _forget_record(tx: WorkspaceTx, event: Event) -> None:
+    record_id = getattr(event, "id", None)
+    stale = [
+        key
+        for key, row in tx.memo.items()
+        if key[0] == "ext" and row is not None and row["id"] == record_id
+    ]
+    for key in stale:
+        del tx.memo[key]
+    external_id = getattr(event, "external_id", None)
+    if external_id is not None:
+        tx.memo.pop(
+            _ext_key(event.collection, external_id, event.external_source),  # type: ignore[attr-defined]
+            None,
+        )
+
+
+async def record_by_external_id(
+    tx: WorkspaceTx, collection: str, external_id: str, source: str | None
+) -> dict[str, Any] | None:
+    """The live record with this external id, from the group's memo when prefetched."""
+    key = _ext_key(collection, external_id, source)
+    if key in tx.memo:
+        return tx.memo[key]  # type: ignore[no-any-return]
+    return await find_record_by_external_id(
+        tx.conn, tx.workspace_id, collection, external_id, source
+    )
+
+
+async def prefetch(tx: WorkspaceTx, commands: list[Any]) -> None:
+    """Load, in one query, every record the group's upserts will look up by external id."""
+    wanted = {
+        _ext_key(c.collection, c.external_id, c.external_source)
+        for c in commands
+        if isinstance(c, UpsertRecord)
+        and c.id is None
+        and isinstance(c.external_id, str)
+        and isinstance(c.collection, str)
+        and (c.external_source is None or isinstance(c.external_source, str))
+    }
+    wanted -= tx.memo.keys()
+    if len(wanted) < 2:
+        return  # one lookup costs the same either way
+    keys = list(wanted)
+    async with tx.conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records r JOIN unnest(%s::text[], %s::text[],"
+            " %s::text[]) AS k(k_collection, k_external_id, k_source)"
+            " ON r.collection = k.k_collection AND r.external_id = k.k_external_id"
+            " AND coalesce(r.external_source, '') = k.k_source WHERE r.workspace_id = %s",
+            (
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [k[3] for k in keys],
+                tx.workspace_id,
+            ),
+        )
+        rows = await cur.fetchall()
+    for key in keys:
+        tx.memo[key] = None
+    for row in rows:
+        tx.memo[_ext_key(row["collection"], row["external_id"], row["external_source"])] = row
 
 
 async def stream_head(tx: WorkspaceTx, stream: str) -> int:
@@ -307,8 +383,8 @@ async def upsert_record(cmd: UpsertRecord, tx: WorkspaceTx, ctx: Context) -> Com
                 [{"path": "$.id", "message": "omit id to create a new record"}],
             )
     elif cmd.external_id is not None:
-        existing = await find_record_by_external_id(
-            tx.conn, tx.workspace_id, cmd.collection, cmd.external_id, cmd.external_source
+        existing = await record_by_external_id(
+            tx, cmd.collection, cmd.external_id, cmd.external_source
         )
 
     if existing is None:

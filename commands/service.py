@@ -84,7 +84,9 @@ class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin, StreamingMi
         async def work(tx: WorkspaceTx) -> CommandResult:
             return await handle(command, tx, ctx)
 
-        return await self.writer.submit(workspace_id, work, creates_workspace=creates_workspace)
+        return await self.writer.submit(
+            workspace_id, work, creates_workspace=creates_workspace, hint=command
+        )
 
     async def run_in_workspace(
         self, workspace_id: str, work: Any, *, creates_workspace: bool = False

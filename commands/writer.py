@@ -32,12 +32,19 @@ Work = Callable[[WorkspaceTx], Awaitable[Any]]
 class Job:
     """One unit of work that must succeed or fail as a whole (a command, or a whole batch)."""
 
-    __slots__ = ("creates_workspace", "future", "work")
+    __slots__ = ("creates_workspace", "future", "hint", "work")
 
-    def __init__(self, work: Work, future: asyncio.Future[Any], creates_workspace: bool) -> None:
+    def __init__(
+        self,
+        work: Work,
+        future: asyncio.Future[Any],
+        creates_workspace: bool,
+        hint: Any = None,
+    ) -> None:
         self.work = work
         self.future = future
         self.creates_workspace = creates_workspace
+        self.hint = hint
 
 
 class _Poisoned(Exception):
@@ -53,6 +60,7 @@ class WorkspaceWriter:
         *,
         max_group: int = 64,
         on_commit: Callable[[list[StoredEvent]], None] | None = None,
+        prefetch: Callable[[WorkspaceTx, list[Any]], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._max_group = max_group
@@ -60,16 +68,19 @@ class WorkspaceWriter:
         self._active: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_commit = on_commit
+        # Given the hints of a group's jobs (their commands), loads in one query what their
+        # handlers would otherwise look up one round trip at a time.
+        self._prefetch = prefetch
         self.groups = 0
         self.jobs = 0
 
     async def submit(
-        self, workspace_id: str, work: Work, *, creates_workspace: bool = False
+        self, workspace_id: str, work: Work, *, creates_workspace: bool = False, hint: Any = None
     ) -> Any:
         """Run `work` inside a transaction holding the workspace lock; returns its result
         after commit, or raises its error."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[workspace_id].append(Job(work, future, creates_workspace))
+        self._pending[workspace_id].append(Job(work, future, creates_workspace, hint))
         if workspace_id not in self._active:
             self._active.add(workspace_id)
             task = asyncio.create_task(self._drain(workspace_id))
@@ -139,6 +150,9 @@ class WorkspaceWriter:
             tx = await lock_workspace(
                 conn, workspace_id, create=any(j.creates_workspace for j in group)
             )
+            hints = [job.hint for job in group if job.hint is not None]
+            if tx is not None and tx.exists and hints and self._prefetch is not None:
+                await self._prefetch(tx, hints)
             for job in group:
                 if tx is None or (not tx.exists and not job.creates_workspace):
                     outcomes.append((job, None, _no_workspace(workspace_id)))

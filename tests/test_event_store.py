@@ -259,3 +259,36 @@ async def test_rebuild_through_the_cli(service: Any, settings: Any) -> None:
         env={k: v for k, v in __import__("os").environ.items() if k != "REKOR_DATABASE_URL"},
     )
     assert proc.returncode == 1 and "REKOR_DATABASE_URL" in proc.stderr
+
+
+async def test_group_prefetch_sees_earlier_writes_of_the_same_group(service: Any) -> None:
+    # Forty concurrent upserts over ten external ids coalesce into few transactions whose
+    # external-id lookups are prefetched together; each later upsert must still find the record
+    # an earlier one in the same group created, and a renamed external id must not linger.
+    ws = unique()
+    await service.create_workspace(SYSTEM, ws)
+    await service.upsert_collection(SYSTEM, ws, "items", {"type": "object"})
+    groups_before = service.writer.groups
+    results = await asyncio.gather(
+        *(
+            service.upsert_record(SYSTEM, ws, "items", {"n": i}, external_id=f"k{i % 10}")
+            for i in range(40)
+        )
+    )
+    assert service.writer.groups - groups_before < 40, "the writes should have coalesced"
+    by_key: dict[str, set[str]] = {}
+    for i, r in enumerate(results):
+        by_key.setdefault(f"k{i % 10}", set()).add(r.body["id"])
+    assert all(len(ids) == 1 for ids in by_key.values()), "one record per external id"
+    assert sum(r.created for r in results) == 10
+    for key, ids in by_key.items():
+        record = await service.get_record(SYSTEM, ws, "items", next(iter(ids)))
+        assert record["external_id"] == key and record["version"] == 4
+    # Rename k0 -> z0 and upsert k0 again in one concurrent burst: k0 becomes a new record.
+    k0 = next(iter(by_key["k0"]))
+    renamed, again = await asyncio.gather(
+        service.patch_record(SYSTEM, ws, "items", k0, {"external_id": "z0"}),
+        service.upsert_record(SYSTEM, ws, "items", {"n": -1}, external_id="k0"),
+    )
+    assert renamed.body["external_id"] == "z0"
+    assert again.created and again.body["id"] != k0
