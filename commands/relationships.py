@@ -453,7 +453,7 @@ class RelationshipsMixin:
     ) -> dict[str, Any]:
         """Relationships in creation order, filtered by type and by `collection/<uuid>`
         endpoints; at `as_of`, as they were then."""
-        from commands.service import check_limit
+        from commands.validation import check_limit
 
         ws = check_workspace_id(workspace_id)
         principal.require(ws, "read")
@@ -512,7 +512,7 @@ class RelationshipsMixin:
         `outgoing`, `incoming` or `both` ways, optionally of one type. Each record appears
         once, at its shortest depth, with the edge that reached it (cycles are safe); at most
         `limit` (default 100, max 1000) results, `meta.truncated` says when more exist."""
-        from commands.service import check_limit
+        from commands.validation import check_limit
 
         ws = check_workspace_id(workspace_id)
         principal.require(ws, "read")

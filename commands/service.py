@@ -32,27 +32,13 @@ from commands.types import (
     UpsertCollection,
     UpsertRecord,
 )
-from commands.validation import check_record_id, check_slug, check_workspace_id
+from commands.validation import check_limit, check_record_id, check_slug, check_workspace_id
 from commands.writer import WorkspaceWriter
 from events.errors import NotFound, ValidationError
 from events.store import StoredEvent, WorkspaceTx
 from projections import reads
 
-MAX_LIMIT = 1000
 _FIRST_KEY_LOCK = 0x5245_4B4B
-DEFAULT_LIMIT = 50
-
-
-def check_limit(limit: Any, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
-    """`limit` is 1..maximum."""
-    if limit is None:
-        return default
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
-        raise ValidationError(
-            f"limit must be an integer from 1 to {maximum}",
-            [{"path": "limit", "message": f"got {limit!r}"}],
-        )
-    return limit
 
 
 class RekorService(AttachmentsMixin, RelationshipsMixin, BatchMixin, StreamingMixin, QueryMixin):

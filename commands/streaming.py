@@ -20,7 +20,7 @@ import uuid_utils
 from commands.handlers import Context, emit, handle, route
 from commands.principal import Principal
 from commands.types import Command, CommandResult, UpsertRecord
-from commands.validation import check_slug, check_workspace_id
+from commands.validation import check_limit, check_slug, check_workspace_id
 from events.errors import (
     BadRequest,
     Conflict,
@@ -68,14 +68,7 @@ REPLAY_MAX_EVENTS = 100_000
 
 
 def _limit(limit: Any, default: int = DEFAULT_LIMIT) -> int:
-    if limit is None:
-        return default
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError(
-            f"limit must be an integer from 1 to {MAX_LIMIT}",
-            [{"path": "limit", "message": f"got {limit!r}"}],
-        )
-    return limit
+    return check_limit(limit, default, MAX_LIMIT)
 
 
 def _name(value: Any) -> str:
@@ -547,24 +540,37 @@ class StreamingMixin:
         self, principal: Principal, workspace_id: str, limit: Any = None, cursor: Any = None
     ) -> dict[str, Any]:
         """Triggers of a workspace in creation order (secrets are never listed)."""
+        return await self._list_in_creation_order(
+            principal, workspace_id, "triggers", trigger_json, limit, cursor
+        )
+
+    async def _list_in_creation_order(
+        self,
+        principal: Principal,
+        workspace_id: str,
+        table: str,
+        to_json: Any,
+        limit: Any,
+        cursor: Any,
+    ) -> dict[str, Any]:
         ws = check_workspace_id(workspace_id)
         principal.require(ws, "read")
         limit = _limit(limit)
-        after = reads.decode_cursor(cursor, "triggers")["s"] if cursor else 0
+        after = reads.decode_cursor(cursor, table)["s"] if cursor else 0
         async with self.pool.connection() as conn:
             await self._require_workspace(conn, ws)
             rows = await fetch_all(
                 conn,
-                "SELECT * FROM triggers WHERE workspace_id = %s AND created_seq > %s"
+                f"SELECT * FROM {table} WHERE workspace_id = %s AND created_seq > %s"
                 " ORDER BY created_seq LIMIT %s",
                 (ws, after, limit + 1),
             )
         nxt = (
-            reads.encode_cursor({"k": "triggers", "s": rows[limit - 1]["created_seq"]})
+            reads.encode_cursor({"k": table, "s": rows[limit - 1]["created_seq"]})
             if len(rows) > limit
             else None
         )
-        return reads.page([trigger_json(r) for r in rows[:limit]], limit, nxt)
+        return reads.page([to_json(r) for r in rows[:limit]], limit, nxt)
 
     async def get_trigger(
         self, principal: Principal, workspace_id: str, trigger_id: str
@@ -778,24 +784,9 @@ class StreamingMixin:
         self, principal: Principal, workspace_id: str, limit: Any = None, cursor: Any = None
     ) -> dict[str, Any]:
         """Hooks of a workspace in creation order."""
-        ws = check_workspace_id(workspace_id)
-        principal.require(ws, "read")
-        limit = _limit(limit)
-        after = reads.decode_cursor(cursor, "hooks")["s"] if cursor else 0
-        async with self.pool.connection() as conn:
-            await self._require_workspace(conn, ws)
-            rows = await fetch_all(
-                conn,
-                "SELECT * FROM hooks WHERE workspace_id = %s AND created_seq > %s"
-                " ORDER BY created_seq LIMIT %s",
-                (ws, after, limit + 1),
-            )
-        nxt = (
-            reads.encode_cursor({"k": "hooks", "s": rows[limit - 1]["created_seq"]})
-            if len(rows) > limit
-            else None
+        return await self._list_in_creation_order(
+            principal, workspace_id, "hooks", hook_json, limit, cursor
         )
-        return reads.page([hook_json(r) for r in rows[:limit]], limit, nxt)
 
     async def get_hook(
         self, principal: Principal, workspace_id: str, hook_id: str

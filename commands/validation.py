@@ -18,6 +18,8 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_EXTERNAL_ID = 255
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
 
 
 def check_slug(value: Any, what: str, path: str) -> str:
@@ -231,3 +233,15 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def check_limit(limit: Any, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """`limit` is 1..maximum."""
+    if limit is None:
+        return default
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise ValidationError(
+            f"limit must be an integer from 1 to {maximum}",
+            [{"path": "limit", "message": f"got {limit!r}"}],
+        )
+    return limit
