@@ -42,6 +42,8 @@ from events.migrations import register
 from events.store import NOTIFY_CHANNEL, StoredEvent, read_workspace
 from events.types import RecordDeleted
 
+_SETTLE_SECONDS = 0.25
+
 log = logging.getLogger("rekor.attachments.cleanup")
 
 register(
@@ -139,6 +141,9 @@ class StorageCleanup:
                 else:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self._sweep_interval)
+                        # Deleting storage is not latency-sensitive: let a burst of commits
+                        # settle so one pass covers many, instead of one pass per commit.
+                        await asyncio.sleep(_SETTLE_SECONDS)
                 self._wake.clear()
                 if not self._bucket_ready:
                     try:
