@@ -565,12 +565,7 @@ class StreamingMixin:
                 " ORDER BY created_seq LIMIT %s",
                 (ws, after, limit + 1),
             )
-        nxt = (
-            reads.encode_cursor({"k": table, "s": rows[limit - 1]["created_seq"]})
-            if len(rows) > limit
-            else None
-        )
-        return reads.page([to_json(r) for r in rows[:limit]], limit, nxt)
+        return reads.keyset_page(rows, limit, table, "created_seq", to_json, name="s")
 
     async def get_trigger(
         self, principal: Principal, workspace_id: str, trigger_id: str
@@ -628,12 +623,7 @@ class StreamingMixin:
                 " AND n < %s AND (%s::text IS NULL OR status = %s) ORDER BY n DESC LIMIT %s",
                 (ws, trigger_id, before, status, status, limit + 1),
             )
-        nxt = (
-            reads.encode_cursor({"k": "deliveries", "n": rows[limit - 1]["n"]})
-            if len(rows) > limit
-            else None
-        )
-        return reads.page([delivery_json(r) for r in rows[:limit]], limit, nxt)
+        return reads.keyset_page(rows, limit, "deliveries", "n", delivery_json, name="n")
 
     async def redeliver(
         self,
@@ -845,12 +835,7 @@ class StreamingMixin:
                 " ORDER BY received_seq DESC LIMIT %s",
                 (ws, hook_id, before, status, status, limit + 1),
             )
-        nxt = (
-            reads.encode_cursor({"k": "receipts", "s": rows[limit - 1]["received_seq"]})
-            if len(rows) > limit
-            else None
-        )
-        return reads.page([receipt_json(r) for r in rows[:limit]], limit, nxt)
+        return reads.keyset_page(rows, limit, "receipts", "received_seq", receipt_json, name="s")
 
     async def ingest_hook_payload(
         self, workspace_id: str, hook_id: str, body: bytes, headers: Mapping[str, str]

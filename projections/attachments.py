@@ -19,7 +19,7 @@ from events.migrations import register
 from events.registry import event_to_dict
 from events.store import StoredEvent, read_stream
 from projections.projector import projection_table, projects
-from projections.reads import decode_cursor, encode_cursor, page
+from projections.reads import decode_cursor, keyset_page
 
 register(
     "0601_attachments",
@@ -237,12 +237,7 @@ async def list_attachments(
             params,
         )
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor({"k": "attachments", "after": rows[-1]["filename"]}) if more else None
-    )
-    return page([attachment_json(r) for r in rows], limit, next_cursor)
+    return keyset_page(rows, limit, "attachments", "filename", attachment_json)
 
 
 async def attachment_history(

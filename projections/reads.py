@@ -4,6 +4,7 @@ time travel (`as_of`) and history."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +102,23 @@ def page(items: list[dict[str, Any]], limit: int, next_cursor: str | None) -> di
     return {"data": items, "meta": {"limit": limit, "next_cursor": next_cursor}}
 
 
+def keyset_page(
+    rows: list[dict[str, Any]],
+    limit: int,
+    kind: str,
+    field: str,
+    to_json: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    name: str = "after",
+) -> dict[str, Any]:
+    """The list shape for rows fetched with `LIMIT limit + 1`: the extra row only says there is
+    a next page, whose cursor (`{"k": kind, name: ...}`) names the last row returned."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor({"k": kind, name: rows[-1][field]}) if more else None
+    return page([to_json(r) for r in rows], limit, nxt)
+
+
 # -- workspaces -------------------------------------------------------------------------------
 
 _WS_SELECT = (
@@ -143,10 +161,7 @@ async def list_workspaces(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor({"k": "ws", "after": rows[-1]["workspace_id"]}) if more else None
-    return page([workspace_json(r) for r in rows], limit, nxt)
+    return keyset_page(rows, limit, "ws", "workspace_id", workspace_json)
 
 
 async def workspace_exists(conn: psycopg.AsyncConnection, workspace_id: str) -> bool:
@@ -283,10 +298,7 @@ async def list_records(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor({"k": "rec", "after": rows[-1]["id"]}) if more else None
-    return page([record_json(r) for r in rows], limit, nxt)
+    return keyset_page(rows, limit, "rec", "id", record_json)
 
 
 # -- time travel and history -------------------------------------------------------------------

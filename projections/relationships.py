@@ -22,7 +22,7 @@ from events.registry import event_to_dict
 from events.relationships import RelationshipCreated, RelationshipDeleted, RelationshipUpdated
 from events.store import StoredEvent, read_stream
 from projections.projector import projection_table, projects
-from projections.reads import decode_cursor, encode_cursor, page
+from projections.reads import decode_cursor, encode_cursor, keyset_page, page
 
 register(
     "0101_relationships",
@@ -259,10 +259,7 @@ async def list_relationships(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor({"k": "rel", "after": rows[-1]["id"]}) if more else None
-    return page([relationship_json(r) for r in rows], limit, nxt)
+    return keyset_page(rows, limit, "rel", "id", relationship_json)
 
 
 def _cursor_after(cursor: str) -> str:

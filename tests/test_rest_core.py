@@ -223,3 +223,32 @@ async def test_openapi_and_health(api: httpx.AsyncClient) -> None:
     op = spec["paths"]["/v1/{ws}/collections/{collection}/records"]["post"]
     assert op["operationId"] == "upsertRecord"
     assert "external_id" in op["description"]
+
+
+async def test_list_records_pages_with_cursors(api: httpx.AsyncClient) -> None:
+    ws = unique()
+    await api.post("/v1/workspaces", json={"id": ws})
+    await api.put(f"/v1/{ws}/collections/incidents", json={"json_schema": INCIDENT_SCHEMA})
+    made = [
+        (await api.post(f"/v1/{ws}/collections/incidents/records", json={"data": INCIDENT})).json()[
+            "id"
+        ]
+        for _ in range(5)
+    ]
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        body = (await api.get(f"/v1/{ws}/collections/incidents/records", params=params)).json()
+        assert body["meta"]["limit"] == 2 and len(body["data"]) <= 2
+        seen += [r["id"] for r in body["data"]]
+        if body["meta"]["next_cursor"] is None:
+            break
+        params["cursor"] = body["meta"]["next_cursor"]
+    assert seen == sorted(made), "every record once, in creation (UUIDv7) order"
+    await api.post("/v1/workspaces", json={"id": unique()})  # at least two to page through
+    first = (await api.get("/v1/workspaces", params={"limit": 1})).json()
+    assert len(first["data"]) == 1 and first["meta"]["next_cursor"]
+    second = await api.get(
+        "/v1/workspaces", params={"limit": 1, "cursor": first["meta"]["next_cursor"]}
+    )
+    assert second.json()["data"][0]["id"] > first["data"][0]["id"]
