@@ -278,7 +278,7 @@ async def explain(service: Any, kwargs: dict[str, Any], aggregate: bool = False)
         text, params, _ = engine.aggregate_sql(WS, COLL, plan, schema=SCHEMA)
     else:
         plan = engine.compile_query(WS, COLL, **kwargs)
-        text, params, _ = engine.query_sql(WS, COLL, plan)
+        text, params = engine.query_sql(WS, COLL, plan)
     async with service.pool.connection() as conn:
         cur = await conn.execute(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + text,  # type: ignore[operator]

@@ -43,19 +43,28 @@ Pieces:
   (unknown command/flag, missing workspace), `EXIT_CONFLICT` 3, `EXIT_NOT_FOUND` 4,
   `EXIT_UNAVAILABLE` 5 (server error, unreachable server, capability not built).
 - `AsyncRekorClient`: the same calls as coroutines (the stdio MCP server uses it).
+
+The synchronous client speaks HTTP/1.1 through the standard library (one keep-alive
+connection): a command's start-up is part of what a user waits for, and httpx with its
+dependencies takes ~0.2 s to import. The async client (long-lived MCP server) uses httpx.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
 from cyclopts import Parameter
+
+if TYPE_CHECKING:
+    import httpx
 
 EXIT_OK = 0
 EXIT_USER = 1
@@ -66,7 +75,11 @@ EXIT_UNAVAILABLE = 5
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 LOCAL_DATA_DIR = Path(".rekor")
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+# Reconnect rather than reuse a connection idle this long: the server may be closing it (its
+# keep-alive timeout is 5 s), and a request written into a closing connection is lost.
+IDLE_REUSE_S = 2.0
 
 EXIT_BY_CODE = {
     "VALIDATION_ERROR": EXIT_USER,
@@ -258,6 +271,21 @@ def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def query_string(params: dict[str, Any] | None) -> str:
+    """`?a=1&b=x` for the non-None params (booleans as true/false, lists repeated), or ''."""
+    pairs = []
+    for key, value in (_clean(params) or {}).items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            pairs.append((key, _query_value(item)))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
 def unreachable(url: str, exc: Exception) -> Unreachable:
     """The error for a server that does not answer."""
     return Unreachable(
@@ -268,53 +296,94 @@ def unreachable(url: str, exc: Exception) -> Unreachable:
     )
 
 
-def decode_response(response: httpx.Response) -> Any:
+def decode_response(status: int, content: bytes, method: str, path: str) -> Any:
     """The JSON body of a 2xx response; an `ApiError` for anything else. A route the server
     does not have (404 "no such endpoint", 405) means the capability is not there yet."""
     try:
-        body = response.json() if response.content else None
+        body = json.loads(content) if content else None
     except ValueError:
         body = None
-    if response.is_success:
+    if 200 <= status < 300:
         return body
     error = body.get("error") if isinstance(body, dict) else None
-    missing_route = response.status_code == 405 or (
-        response.status_code == 404
+    missing_route = status == 405 or (
+        status == 404
         and isinstance(error, dict)
         and str(error.get("message", "")).startswith("no such endpoint")
     )
     if missing_route:
-        request = response.request
         raise ApiError(
             501,
             "NOT_IMPLEMENTED",
-            f"this Rekor server has no {request.method} {request.url.path} endpoint: the"
+            f"this Rekor server has no {method} {path.split('?')[0]} endpoint: the"
             " capability is not available yet on this server",
             None,
         )
     if isinstance(error, dict) and "code" in error:
         raise ApiError(
-            response.status_code,
+            status,
             str(error["code"]),
             str(error.get("message", "")),
             error.get("details"),
         )
     raise ApiError(
-        response.status_code,
-        "INTERNAL_ERROR" if response.status_code >= 500 else "BAD_REQUEST",
-        f"HTTP {response.status_code}: {response.text[:300]}",
+        status,
+        "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST",
+        f"HTTP {status}: {content[:300].decode('utf-8', 'replace')}",
         None,
     )
 
 
+def decode_httpx(response: httpx.Response) -> Any:
+    """`decode_response` for an httpx response."""
+    return decode_response(
+        response.status_code, response.content, response.request.method, response.request.url.path
+    )
+
+
+def open_http(url: str, *, timeout: float = READ_TIMEOUT_S) -> http.client.HTTPConnection:
+    """A connected HTTP(S) connection to the host of `url` (connect timeout 5 s, then
+    `timeout` for each read and write)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(
+            f"'{url}' is not an http(s) URL",
+            EXIT_USER,
+            code="VALIDATION_ERROR",
+            details=[{"path": "url", "message": "expected http://host:port or https://host"}],
+        )
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        import ssl
+
+        context = ssl.create_default_context()
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S)
+    conn.connect()
+    assert conn.sock is not None
+    conn.sock.settimeout(timeout)
+    return conn
+
+
 class RekorClient:
-    """A synchronous REST client for one connection."""
+    """A synchronous REST client for one connection (standard library HTTP/1.1, keep-alive)."""
 
     def __init__(self, conn: Connection, *, interface: str = "cli") -> None:
         self.conn = conn
-        self._http = httpx.Client(
-            base_url=conn.url, headers=_headers(conn, interface), timeout=TIMEOUT
-        )
+        self._headers = _headers(conn, interface)
+        self._prefix = urlsplit(conn.url).path.rstrip("/")
+        self._http: http.client.HTTPConnection | None = None
+        self._last_used = 0.0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._http is not None and time.monotonic() - self._last_used > IDLE_REUSE_S:
+            self.close()
+        if self._http is None:
+            self._http = open_http(self.conn.url)
+        return self._http
 
     def request(
         self,
@@ -325,11 +394,24 @@ class RekorClient:
         params: dict[str, Any] | None = None,
     ) -> Any:
         """Call the API; return the decoded body or raise ApiError / Unreachable."""
+        target = self._prefix + path + query_string(params)
+        headers = dict(self._headers)
+        body = None
+        if json is not None:
+            body = _json_bytes(json)
+            headers["Content-Type"] = "application/json"
         try:
-            response = self._http.request(method, path, json=json, params=_clean(params))
-        except httpx.TransportError as exc:
+            http_conn = self._connection()
+            http_conn.request(method, target, body=body, headers=headers)
+            response = http_conn.getresponse()
+            content = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
             raise unreachable(self.conn.url, exc) from exc
-        return decode_response(response)
+        self._last_used = time.monotonic()
+        if response.will_close:
+            self.close()
+        return decode_response(response.status, content, method, target)
 
     def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
@@ -347,16 +429,27 @@ class RekorClient:
         return self.request("DELETE", path, params=params)
 
     def close(self) -> None:
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
+        self._http = None
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class AsyncRekorClient:
     """The same REST calls as coroutines, for async callers (the stdio MCP server)."""
 
     def __init__(self, conn: Connection, *, interface: str = "cli") -> None:
+        import httpx
+
         self.conn = conn
+        self._transport_error = httpx.TransportError
         self._http = httpx.AsyncClient(
-            base_url=conn.url, headers=_headers(conn, interface), timeout=TIMEOUT
+            base_url=conn.url,
+            headers=_headers(conn, interface),
+            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         )
 
     async def request(
@@ -370,9 +463,9 @@ class AsyncRekorClient:
         """Call the API; return the decoded body or raise ApiError / Unreachable."""
         try:
             response = await self._http.request(method, path, json=json, params=_clean(params))
-        except httpx.TransportError as exc:
+        except self._transport_error as exc:
             raise unreachable(self.conn.url, exc) from exc
-        return decode_response(response)
+        return decode_httpx(response)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -6,10 +6,17 @@ import json
 import sys
 from typing import Annotated, Any
 
-import httpx
 from cyclopts import App, Parameter
 
-from cli.client import CliError, Workspace, api, parse_json_arg, require_workspace, unreachable
+from cli.client import (
+    CliError,
+    Workspace,
+    api,
+    decode_httpx,
+    parse_json_arg,
+    require_workspace,
+    unreachable,
+)
 from cli.output import Output, emit
 
 hooks_app = App(name="hooks", help="Inbound webhooks: external JSON becomes record upserts.")
@@ -297,6 +304,8 @@ def events(
 def _follow(ws: str, params: dict[str, Any]) -> None:
     """Print each event of the SSE feed as one JSON line; resumes after a dropped connection
     from the last seq seen (Last-Event-ID), so nothing is skipped."""
+    import httpx  # only the follow mode streams; plain commands use the stdlib client
+
     client = api()
     conn = client.conn
     headers = {"Accept": "text/event-stream", "Rekor-Interface": "cli"}
@@ -313,9 +322,7 @@ def _follow(ws: str, params: dict[str, Any]) -> None:
             ) as resp:
                 if resp.status_code != 200:
                     resp.read()
-                    from cli.client import decode_response
-
-                    decode_response(resp)
+                    decode_httpx(resp)
                 for line in resp.iter_lines():
                     if line.startswith("id:"):
                         last = line[3:].strip()

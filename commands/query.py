@@ -74,8 +74,9 @@ class QueryMixin:
             as_of=as_of,
         )
         # One transaction: the read's settings (timeout, custom plans, the walk's fallback)
-        # are transaction-local, and the pool hands out autocommit connections.
-        async with self.pool.connection() as conn, conn.transaction():
+        # are transaction-local, and the pool hands out autocommit connections. Pipeline mode
+        # sends BEGIN and settings along with the statement that follows them.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
             await engine.prepare_read(conn, ws, collection, cut)
             return await engine.run_query(conn, ws, collection, plan, cut)
@@ -104,8 +105,9 @@ class QueryMixin:
             _json_arg(aggregations, "aggregations"),
         )
         # One transaction: the read's settings (timeout, custom plans, the walk's fallback)
-        # are transaction-local, and the pool hands out autocommit connections.
-        async with self.pool.connection() as conn, conn.transaction():
+        # are transaction-local, and the pool hands out autocommit connections. Pipeline mode
+        # sends BEGIN and settings along with the statement that follows them.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             cut = await reads.resolve_as_of(conn, ws, at) if at is not None else None
             schema = await engine.prepare_read(conn, ws, collection, cut)
             return await engine.run_aggregate(conn, ws, collection, plan, cut, schema)

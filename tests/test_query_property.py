@@ -370,3 +370,58 @@ async def test_sql_engine_agrees_with_python(
     want = sum(n for n in numbers if is_num(n))
     got_sum = sum(row["sum_data.b"] or 0 for row in out["data"])
     assert got_sum == pytest.approx(want)
+
+
+async def test_each_walk_strategy_returns_the_exact_first_page(
+    monkeypatch: pytest.MonkeyPatch, service: Any, prop_ws: str
+) -> None:
+    """A filtered page newest first is found by the probe alone (dense filter), the probe then
+    the whole window (1 in 10 rows match), the index after an empty probe (rare), or an
+    unbounded ordered walk (no index serves the filter). Each strategy is seen taking its
+    path, and each returns exactly the first matches in sort order."""
+    monkeypatch.setattr(engine, "WALK_ROWS_PER_RESULT", 20)
+    monkeypatch.setattr(engine, "WALK_MIN", 1)  # limit 5: window 120 rows, probe 12
+    coll = unique("c")
+    await service.upsert_collection(SYSTEM, prop_ws, coll, {"type": "object"})
+    stored = []
+    for i in range(300):  # sequential: creation order is insertion order
+        data = {"all": 1, "tenth": i % 10 == 0, "rare": i in (7, 150), "n": i}
+        out = await service.upsert_record(SYSTEM, prop_ws, coll, data)
+        stored.append((out.body["id"], data))
+    newest = list(reversed(stored))
+
+    windows_run: list[int] = []
+    fetches: list[int] = []
+    real_window_sql, real_fetch = engine._window_sql, engine._fetch
+
+    def window_spy(ws: str, c: str, plan: Any, window: int) -> Any:
+        windows_run.append(window)
+        return real_window_sql(ws, c, plan, window)
+
+    async def fetch_spy(conn: Any, q: Any) -> Any:
+        fetches.append(1)
+        return await real_fetch(conn, q)
+
+    monkeypatch.setattr(engine, "_window_sql", window_spy)
+    monkeypatch.setattr(engine, "_fetch", fetch_spy)
+    sort = [{"field": "created_at", "direction": "desc"}]
+    cases = [
+        # filter, predicate, windows walked, whether an unwindowed statement follows
+        ({"field": "data.all", "op": "eq", "value": 1}, lambda d: True, [12], False),
+        (
+            {"field": "data.tenth", "op": "eq", "value": True},
+            lambda d: d["tenth"],
+            [12, 120],
+            False,
+        ),
+        ({"field": "data.rare", "op": "eq", "value": True}, lambda d: d["rare"], [12], True),
+        ({"field": "data.n", "op": "lt", "value": 3}, lambda d: d["n"] < 3, [12], True),
+    ]
+    for flt, pred, windows, then_unbounded in cases:
+        windows_run.clear()
+        fetches.clear()
+        out = await service.query_records(SYSTEM, prop_ws, coll, filter=flt, sort=sort, limit=5)
+        want = [rid for rid, d in newest if pred(d)][:5]
+        assert [r["id"] for r in out["data"]] == want, flt
+        assert windows_run == windows, flt
+        assert len(fetches) == len(windows) + then_unbounded, flt
