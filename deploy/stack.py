@@ -423,6 +423,23 @@ class _Child:
     log: Path
 
 
+def shared_buffers() -> str:
+    """PostgreSQL's page cache for the embedded server: REKOR_PG_SHARED_BUFFERS (e.g. `1GB`),
+    else a quarter of the machine's memory (PostgreSQL's usual guidance) between 128 MB and
+    2 GB. Filters that land on scattered rows (a 5-value `in` over a million records) read
+    hundreds of heap pages; from this cache they cost about half what they cost from the
+    OS cache. Memory is only taken as pages are used."""
+    explicit = os.environ.get("REKOR_PG_SHARED_BUFFERS")
+    if explicit:
+        return explicit
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return "256MB"
+    mib = min(max(total // 4 // (1024 * 1024), 128), 2048)
+    return f"{mib}MB"
+
+
 class EmbeddedStack:
     """Starts (and stops) whatever part of PostgreSQL / NATS / S3 is not given externally.
 
@@ -825,7 +842,7 @@ class EmbeddedStack:
             "port": str(port),
             # TCP only: no socket files in /tmp to collide with the system PostgreSQL.
             "unix_socket_directories": "",
-            "shared_buffers": "256MB",
+            "shared_buffers": shared_buffers(),
             "max_connections": "200",
             # Durability stays on: we rely on surviving kill -9 of the whole tree.
             "fsync": "on",

@@ -1022,7 +1022,7 @@ def query_sql(
         _where(q, workspace_id, collection, None)
         if plan.after is not None:
             q.add(" AND ").add(*_keyset(plan.keys, plan.after))
-        q.add(order, order_params).add(" LIMIT %s) r", [window])
+        q.add(order, order_params).add(f" LIMIT {int(window)}) r")  # a literal: see `_walk`
         if plan.where is not None:
             q.add(" WHERE ").add(*plan.where)
     q.add(order, order_params)
@@ -1061,6 +1061,7 @@ async def _walk(
     a 5,100-row walk. (When no index serves the filter, the caller walks on unbounded.)
     """
     probe, full = windows
+    await conn.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
     rows = await _fetch(conn, _window_sql(workspace_id, collection, plan, probe))
     if len(rows) > plan.limit:
         return rows
@@ -1104,6 +1105,7 @@ async def run_query(
         )
         if windows is not None:
             await _set(conn, settings, "off")  # for this statement (and the read's end)
+            await conn.execute("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
         text, params = query_sql(workspace_id, collection, plan, cut)
         rows = await _fetch(conn, _Sql().add(text, params))
         if windows is not None and plan.count:

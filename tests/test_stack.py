@@ -26,7 +26,13 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from deploy.stack import EmbeddedStack, StackEndpoints, StackError, endpoints_from_env
+from deploy.stack import (
+    EmbeddedStack,
+    StackEndpoints,
+    StackError,
+    endpoints_from_env,
+    shared_buffers,
+)
 
 # These tests start and stop embedded parts of their own; the CI run against external services
 # has nothing new to learn from them.
@@ -78,6 +84,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
 # ---- the three services ------------------------------------------------------------------
 
 
+def test_shared_buffers_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REKOR_PG_SHARED_BUFFERS", "512MB")
+    assert shared_buffers() == "512MB"
+
+
 def test_endpoints_shape(stack: EmbeddedStack) -> None:
     ep = stack.endpoints
     assert ep.database_url.startswith("postgresql://rekor:")
@@ -109,7 +120,11 @@ def test_postgres_and_pg_trgm(stack: EmbeddedStack) -> None:
         )
         assert settings["fsync"] == "on" and settings["synchronous_commit"] == "on"
         assert settings["max_connections"] == "200"
-        assert settings["shared_buffers"] == str(256 * 1024 // 8)  # in 8 kB pages
+        # a quarter of the machine's memory, 128 MB to 2 GB, in 8 kB pages
+        want_mib = int(shared_buffers().removesuffix("MB"))
+        assert settings["shared_buffers"] == str(want_mib * 1024 // 8)
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        assert want_mib == min(max(total // 4 // 2**20, 128), 2048)
         # Unicode-aware lower() without host locales (builtin C.UTF-8 provider)
         assert conn.execute("SELECT lower('ÉCOLE')").fetchone() == ("école",)
     # the password is enforced
