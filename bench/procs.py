@@ -123,3 +123,44 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():
         print(f"bench: could not fully remove {path}")
+
+
+async def wait_caught_up(
+    database_url: str,
+    workspace_id: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    *,
+    max_wait_s: float = 600,
+) -> None:
+    """Wait until a freshly started `rekor serve` has worked off the events written before it
+    started (measuring during that catch-up measures the catch-up): the event relay's and the
+    storage cleanup's checkpoints reach the workspace head, then `proc` goes idle (< 15 % of a
+    core over a second; the trigger consumer reads the stream with no checkpoint in SQL)."""
+    import asyncio
+
+    import psycopg
+
+    deadline = time.monotonic() + max_wait_s
+    sql = (
+        "SELECT w.head - coalesce((SELECT seq FROM relay_checkpoints r"
+        "   WHERE r.workspace_id = w.workspace_id), 0),"
+        " w.head - coalesce((SELECT last_seq FROM attachment_cleanup_checkpoints a"
+        "   WHERE a.workspace_id = w.workspace_id), w.head)"
+        " FROM workspaces w WHERE w.workspace_id = %s"
+    )
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = await (await conn.execute(sql, (workspace_id,))).fetchone()
+            if row is None or max(row) <= 0:
+                break
+            await asyncio.sleep(0.5)
+    if proc is None:
+        return
+    ps = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:
+        tree = [ps, *ps.children(recursive=True)]
+        before = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+        await asyncio.sleep(1.0)
+        after = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+        if after - before < 0.15:
+            return

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from commands.handlers import Context, handle
+from commands.handlers import Context, handle, prefetch
 from commands.principal import Principal
 from commands.relationships import (
     DeleteRelationship,
@@ -123,6 +123,9 @@ class Operation(msgspec.Struct, kw_only=True):
     type: str
     ref: str | None
     build: Build
+    # The command itself when it does not depend on earlier operations (upsert_record): its
+    # external-id lookup is loaded with all the others in one query before the batch runs.
+    hint: Command | None = None
 
 
 class _Invalid(Exception):
@@ -310,16 +313,19 @@ def _parse(index: int, op: Any) -> Operation:
         data = _checked(path, check_data_object, _require(op, "data", path))
         _checked(path, check_external, op.get("external_id"), op.get("external_source"))
         rid = _checked(path, check_record_id, op["id"], "$.id") if "id" in op else None
+        upsert = UpsertRecord(
+            collection=collection,
+            data=data,
+            id=rid,
+            external_id=op.get("external_id"),
+            external_source=op.get("external_source"),
+            expected_version=expected,
+        )
 
         async def build(tx: WorkspaceTx, names: Names) -> Command:
-            return UpsertRecord(
-                collection=collection,
-                data=data,
-                id=rid,
-                external_id=op.get("external_id"),
-                external_source=op.get("external_source"),
-                expected_version=expected,
-            )
+            return upsert
+
+        return Operation(index=index, type=kind, ref=ref, build=build, hint=upsert)
 
     elif kind == "patch_record":
         target = _record_target(op, path)
@@ -515,6 +521,7 @@ def batch_work(operations: list[Operation], ctx: Context) -> Work:
         current: Operation | None = None
         try:
             async with tx.conn.transaction():  # a savepoint inside the group's transaction
+                await prefetch(tx, [op.hint for op in operations if op.hint is not None])
                 for op in operations:
                     current = op
                     cmd = await op.build(tx, names)

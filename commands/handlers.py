@@ -123,6 +123,17 @@ async def record_by_external_id(
     )
 
 
+# One index lookup per key (LATERAL ... LIMIT 1 keeps the planner from turning the lookups
+# into a join, which can not use the partial unique index on external ids and walked every
+# record of the collection per key: 300 ms for a 100-record batch into 22,000 records).
+PREFETCH_SQL = (
+    f"SELECT r.* FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(k_collection,"
+    f" k_external_id, k_source) CROSS JOIN LATERAL (SELECT {RECORD_COLUMNS} FROM records"
+    " WHERE workspace_id = %s AND collection = k.k_collection AND external_id = k.k_external_id"
+    " AND coalesce(external_source, '') = k.k_source LIMIT 1) r"
+)
+
+
 async def prefetch(tx: WorkspaceTx, commands: list[Any]) -> None:
     """Load, in one query, every record the group's upserts will look up by external id."""
     wanted = {
@@ -140,16 +151,8 @@ async def prefetch(tx: WorkspaceTx, commands: list[Any]) -> None:
     keys = list(wanted)
     async with tx.conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {RECORD_COLUMNS} FROM records r JOIN unnest(%s::text[], %s::text[],"
-            " %s::text[]) AS k(k_collection, k_external_id, k_source)"
-            " ON r.collection = k.k_collection AND r.external_id = k.k_external_id"
-            " AND coalesce(r.external_source, '') = k.k_source WHERE r.workspace_id = %s",
-            (
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [k[3] for k in keys],
-                tx.workspace_id,
-            ),
+            PREFETCH_SQL,
+            ([k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys], tx.workspace_id),
         )
         rows = await cur.fetchall()
     for key in keys:

@@ -849,6 +849,9 @@ class EmbeddedStack:
             "synchronous_commit": "on",
             "full_page_writes": "on",
             "max_wal_size": "1GB",
+            # Statistics for a table that grew fast (a fresh workspace loaded in a minute) come
+            # from autovacuum's ANALYZE; without them the planner can pick the wrong index.
+            "autovacuum_naptime": "5s",
             "logging_collector": "off",  # stderr goes to logs/postgres.log
             "log_line_prefix": "%m [%p] ",
             "log_min_messages": "warning",

@@ -115,7 +115,9 @@ async def test_refs_and_every_operation_type(api: httpx.AsyncClient) -> None:
     assert (await api.get(f"/v1/{ws}/collections/scratch")).status_code == 404
 
 
-def _records(n: int, *, bad_at: int | None = None, blob: int = 0) -> list[dict[str, Any]]:
+def _records(
+    n: int, *, bad_at: int | None = None, blob: int = 0, prefix: str = "INC"
+) -> list[dict[str, Any]]:
     ops = []
     for i in range(n):
         data: dict[str, Any] = {**INCIDENT, "title": f"incident {i}"}
@@ -124,7 +126,7 @@ def _records(n: int, *, bad_at: int | None = None, blob: int = 0) -> list[dict[s
         if i == bad_at:
             data["severity"] = "p9"
         ops.append(
-            {"type": "upsert_record", "collection": "incidents", "external_id": f"INC-{i}",
+            {"type": "upsert_record", "collection": "incidents", "external_id": f"{prefix}-{i}",
              "data": data}
         )  # fmt: skip
     return ops
@@ -275,6 +277,39 @@ async def test_batch_through_the_service(service: Any) -> None:
     assert all(r.created for r in results[1:])
     listed = await service.list_records(SYSTEM, ws, "incidents", limit=100)
     assert len(listed["data"]) == 3 + 5
+
+
+async def test_external_id_lookups_of_a_batch_use_the_unique_index(service: Any) -> None:
+    """A batch loads its external-id lookups in one query; that query must find each key
+    through the unique external-id index (as a join it walked the collection once per key)."""
+    import json
+
+    from commands.handlers import PREFETCH_SQL
+
+    ws = unique()
+    await service.create_workspace(SYSTEM, ws)
+    await service.upsert_collection(SYSTEM, ws, "incidents", INCIDENT_SCHEMA)
+    for start in range(0, 1000, 100):
+        await service.batch(SYSTEM, ws, _records(100, prefix=f"p{start}"))
+    again = await service.batch(SYSTEM, ws, _records(100, prefix="p500"))  # all existing
+    assert [x["status"] for x in again["data"]] == [200] * 100
+    async with service.connection() as conn:
+        await conn.execute("ANALYZE records")
+        keys = [f"p500-{i}" for i in range(3)]
+        cur = await conn.execute(
+            "EXPLAIN (FORMAT JSON) " + PREFETCH_SQL,
+            (["incidents"] * 3, keys, [""] * 3, ws),
+        )
+        plan = (await cur.fetchone())[0][0]["Plan"]
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    scans = [n for n in nodes(plan) if n.get("Relation Name") == "records"]
+    assert scans, json.dumps(plan)
+    for scan in scans:  # every read of records is a lookup of one key
+        assert scan.get("Index Name") == "records_external_idx", json.dumps(plan)
+        assert "external_id" in scan.get("Index Cond", ""), json.dumps(plan)
 
 
 # -- kill -9 ----------------------------------------------------------------------------------
