@@ -94,10 +94,9 @@ def time_cli_upload(url: str, key: str, rid: str, path: Path) -> float:
         "REKOR_WORKSPACE": WS,
         "REKOR_CONFIG": str(path.parent / "none.json"),
     }
+    # The installed console script, as a user runs it (its entry point is cli.main).
     argv = [
-        sys.executable,
-        "-m",
-        "cli.app",
+        str(Path(sys.executable).with_name("rekor")),
         "attachments",
         "upload",
         COLL,
@@ -121,7 +120,7 @@ def time_cli_upload(url: str, key: str, rid: str, path: Path) -> float:
 def time_cli_flow_in_process(api: httpx.Client, base: str, path: Path) -> float:
     """The CLI's own upload steps (presign, streamed PUT with `put_file`, complete) without the
     interpreter start: what the transfer itself costs through the CLI code."""
-    from cli.attachments import put_file
+    from cli.transfer import put_file
 
     size = path.stat().st_size
     t = time.perf_counter()

@@ -37,7 +37,8 @@ from cli.core import (
     relationships_app,
     workspaces_app,
 )
-from cli.output import Output, emit, print_error
+from cli.output import emit, print_error
+from cli.params import Output
 from cli.streaming import events, hooks_app, triggers_app
 
 app = App(

@@ -3,8 +3,9 @@
 Every `rekor` command except `serve` is a client of the REST API. Command modules use this API
 (and `cli.output` for printing)::
 
-    from cli.client import Workspace, api, parse_json_arg, require_workspace
-    from cli.output import Output, emit
+    from cli.client import api, parse_json_arg, require_workspace
+    from cli.output import emit
+    from cli.params import Output, Workspace
 
     @hooks_app.command
     def create(name: str, *, collection: str, workspace: Workspace = None,
@@ -31,9 +32,8 @@ Pieces:
 - `parse_json_arg(value, what) -> Any`: a JSON argument given inline, as `@path/to/file.json`,
   or `-` for stdin. Bad JSON or a missing file is a `CliError` (exit 1) naming the argument.
 - `require_workspace(value) -> str`: `--workspace` / `REKOR_WORKSPACE`, else a usage error.
-- `Workspace`: the `--workspace/-w` parameter type (reads `REKOR_WORKSPACE`).
-- `json_param(help)`: the `Parameter` for a JSON argument: `Annotated[str, json_param("...")]`
-  (it lets `-` through as a value).
+- `Workspace`, `Output`, `json_param(help)`: parameter types, in `cli.params` (this module
+  and `cli.output` do not import cyclopts).
 - Help text: put examples under a `For example:` line in the docstring (cyclopts swallows a
   section titled `Examples:`).
 - `CliError(message, exit_code, code=None, details=None)`: raise it from a command; `main()`
@@ -44,26 +44,27 @@ Pieces:
   `EXIT_UNAVAILABLE` 5 (server error, unreachable server, capability not built).
 - `AsyncRekorClient`: the same calls as coroutines (the stdio MCP server uses it).
 
-The synchronous client speaks HTTP/1.1 through the standard library (one keep-alive
-connection): a command's start-up is part of what a user waits for, and httpx with its
-dependencies takes ~0.2 s to import. The async client (long-lived MCP server) uses httpx.
+The synchronous client speaks HTTP/1.1 through `cli.http11` (one keep-alive connection): a
+command's start-up is part of what a user waits for, and httpx with its dependencies takes
+~0.2 s to import (`http.client` ~0.05 s). The async client (long-lived MCP server) uses httpx.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-from cyclopts import Parameter
+from cli import http11
 
+# Typing-only imports (typing itself costs a CLI start ~15 ms; see cli.main).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import httpx
 
 EXIT_OK = 0
@@ -94,20 +95,6 @@ EXIT_BY_CODE = {
     "NOT_IMPLEMENTED": EXIT_UNAVAILABLE,
     "UNAVAILABLE": EXIT_UNAVAILABLE,
 }
-
-Workspace = Annotated[
-    str | None,
-    Parameter(
-        name=["--workspace", "-w"],
-        env_var="REKOR_WORKSPACE",
-        help="Workspace id (or set REKOR_WORKSPACE).",
-    ),
-]
-
-
-def json_param(help: str) -> Parameter:
-    """The cyclopts parameter of a JSON argument (accepts `-` for stdin)."""
-    return Parameter(help=help, allow_leading_hyphen=True)
 
 
 class CliError(Exception):
@@ -166,14 +153,19 @@ def fail_not_available(what: str) -> None:
 # -- where is Rekor ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Connection:
     """The resolved server URL and API key, and where each came from (for `rekor status`)."""
 
-    url: str
-    api_key: str | None
-    url_source: str
-    key_source: str
+    __slots__ = ("api_key", "key_source", "url", "url_source")
+
+    def __init__(self, url: str, api_key: str | None, url_source: str, key_source: str) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.url_source = url_source
+        self.key_source = key_source
+
+    def __repr__(self) -> str:
+        return f"Connection(url={self.url!r}, url_source={self.url_source!r})"
 
 
 # Set by the global `--url` / `--api-key` flags before a command runs.
@@ -341,31 +333,18 @@ def decode_httpx(response: httpx.Response) -> Any:
     )
 
 
-def open_http(url: str, *, timeout: float = READ_TIMEOUT_S) -> http.client.HTTPConnection:
+def open_http(url: str, *, timeout: float = READ_TIMEOUT_S) -> http11.Connection:
     """A connected HTTP(S) connection to the host of `url` (connect timeout 5 s, then
     `timeout` for each read and write)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        return http11.Connection.open(url, timeout=timeout)
+    except ValueError as exc:
         raise CliError(
-            f"'{url}' is not an http(s) URL",
+            str(exc),
             EXIT_USER,
             code="VALIDATION_ERROR",
             details=[{"path": "url", "message": "expected http://host:port or https://host"}],
-        )
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        import ssl
-
-        context = ssl.create_default_context()
-        conn = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S, context=context
-        )
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S)
-    conn.connect()
-    assert conn.sock is not None
-    conn.sock.settimeout(timeout)
-    return conn
+        ) from exc
 
 
 class RekorClient:
@@ -375,10 +354,10 @@ class RekorClient:
         self.conn = conn
         self._headers = _headers(conn, interface)
         self._prefix = urlsplit(conn.url).path.rstrip("/")
-        self._http: http.client.HTTPConnection | None = None
+        self._http: http11.Connection | None = None
         self._last_used = 0.0
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> http11.Connection:
         if self._http is not None and time.monotonic() - self._last_used > IDLE_REUSE_S:
             self.close()
         if self._http is None:
@@ -401,17 +380,14 @@ class RekorClient:
             body = _json_bytes(json)
             headers["Content-Type"] = "application/json"
         try:
-            http_conn = self._connection()
-            http_conn.request(method, target, body=body, headers=headers)
-            response = http_conn.getresponse()
-            content = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+            reply = self._connection().request(method, target, headers, body)
+        except (OSError, http11.ProtocolError) as exc:
             self.close()
             raise unreachable(self.conn.url, exc) from exc
         self._last_used = time.monotonic()
-        if response.will_close:
+        if reply.will_close:
             self.close()
-        return decode_response(response.status, content, method, target)
+        return decode_response(reply.status, reply.body, method, target)
 
     def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
@@ -488,6 +464,19 @@ def reset_client() -> None:
     if _client is not None:
         _client.close()
     _client = None
+
+
+def seg(value: str) -> str:
+    """One URL path segment (so an odd name can never change the path)."""
+    return quote(value, safe="")
+
+
+def coll_path(ws: str, collection: str) -> str:
+    return f"/v1/{seg(ws)}/collections/{seg(collection)}"
+
+
+def record_path(ws: str, collection: str, record_id: str) -> str:
+    return f"{coll_path(ws, collection)}/records/{seg(record_id)}"
 
 
 # -- arguments --------------------------------------------------------------------------------

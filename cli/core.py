@@ -4,19 +4,20 @@ each command is one REST call through `cli.client`."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from cyclopts import App, Parameter
 
 from cli.client import (
     CliError,
-    Workspace,
     api,
-    json_param,
+    coll_path,
     parse_json_arg,
+    record_path,
     require_workspace,
+    seg,
 )
-from cli.output import Output, emit
+from cli.output import emit
+from cli.params import Output, Workspace, json_param
 
 Limit = Annotated[int | None, Parameter(help="Page size, 1-1000 (default 50).")]
 Cursor = Annotated[str | None, Parameter(help="The next_cursor of the previous page.")]
@@ -30,19 +31,6 @@ ExpectedVersion = Annotated[
         help="Optimistic concurrency: fail with exit 3 unless the record is at this version."
     ),
 ]
-
-
-def seg(value: str) -> str:
-    """One URL path segment (so an odd name can never change the path)."""
-    return quote(value, safe="")
-
-
-def coll_path(ws: str, collection: str) -> str:
-    return f"/v1/{seg(ws)}/collections/{seg(collection)}"
-
-
-def record_path(ws: str, collection: str, record_id: str) -> str:
-    return f"{coll_path(ws, collection)}/records/{seg(record_id)}"
 
 
 def json_object(value: str, what: str) -> dict[str, Any]:

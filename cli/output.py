@@ -1,7 +1,7 @@
 """How the CLI prints results and errors.
 
-- `Output`: the `--output/-o json|table` parameter type. Unset means json when stdout is not a
-  terminal (scripts, pipes) and table when it is.
+- The `--output/-o json|table` parameter (`cli.params.Output`): unset means json when stdout
+  is not a terminal (scripts, pipes) and table when it is.
 - `emit(value, output)`: print a result. json: the API's body verbatim (indented). table: a list
   body `{"data": [...], "meta": {...}}` becomes one row per item (nested values as compact
   JSON) plus the next cursor; a single entity becomes a field/value table.
@@ -14,19 +14,13 @@ from __future__ import annotations
 import io
 import json
 import sys
-from typing import Annotated, Any, Literal
-
-from cyclopts import Parameter
 
 from cli.client import CliError
 
-Output = Annotated[
-    Literal["json", "table"] | None,
-    Parameter(
-        name=["--output", "-o"],
-        help="json or table (default: table on a terminal, json otherwise).",
-    ),
-]
+# Typing-only imports (see cli.main).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The format the current command chose; errors follow it.
 _chosen: dict[str, str | None] = {"format": None}

@@ -10,14 +10,14 @@ from cyclopts import App, Parameter
 
 from cli.client import (
     CliError,
-    Workspace,
     api,
     decode_httpx,
     parse_json_arg,
     require_workspace,
     unreachable,
 )
-from cli.output import Output, emit
+from cli.output import emit
+from cli.params import Output, Workspace
 
 hooks_app = App(name="hooks", help="Inbound webhooks: external JSON becomes record upserts.")
 triggers_app = App(

@@ -556,9 +556,13 @@ async def test_oversize_upload_is_deleted_and_refused(
 # -- the CLI ----------------------------------------------------------------------------------
 
 
-def rekor(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def rekor(
+    args: list[str], env: dict[str, str], cwd: Path, *, module: str = "cli.main"
+) -> subprocess.CompletedProcess[str]:
+    """`rekor ARGS` through the console entry point (cli.main: plain uploads take its fast
+    path, every other command line the full parser), or through `module`."""
     return subprocess.run(
-        [sys.executable, "-m", "cli.app", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -651,6 +655,113 @@ async def test_cli_upload_url_list_delete(
     assert p.returncode == 0, p.stderr
     names = [a["filename"] for a in (await api.get(base(ws, rid))).json()["data"]]
     assert names == ["docs/runbook.md"]
+
+
+async def test_upload_fast_path_matches_the_full_cli(
+    api: httpx.AsyncClient, ws: str, server: Server, admin_key: str, tmp_path: Path
+) -> None:
+    """A plain `rekor attachments upload` runs without loading the command-line parser, and
+    does exactly what the full CLI does: same output, same errors, same exit codes."""
+    rid = await new_record(api, ws)
+    env = {
+        **os.environ,
+        "REKOR_URL": server.url,
+        "REKOR_API_KEY": admin_key,
+        "REKOR_CONFIG": str(tmp_path / "none.json"),
+    }
+    env.pop("REKOR_MAX_ATTACHMENT_BYTES", None)
+    env.pop("REKOR_WORKSPACE", None)
+    doc = tmp_path / "doc.txt"
+    doc.write_bytes(b"x" * 10_000)
+    args = ["attachments", "upload", COLLECTION, rid, f"--filename=d/{doc.name}", "-w", ws]
+    args += ["--file", str(doc), "--quiet", "-o", "json"]
+    probe = (
+        "import sys; from cli.main import parse_upload, run_upload;"
+        " code = run_upload(parse_upload(sys.argv[1:]));"
+        " sys.stderr.write('cyclopts loaded: %s' % ('cyclopts' in sys.modules)); sys.exit(code)"
+    )
+    fast = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert fast.returncode == 0, fast.stderr
+    assert "cyclopts loaded: False" in fast.stderr
+    full = rekor(args, env, tmp_path, module="cli.app")
+    assert full.returncode == 0, full.stderr
+    one, two = json.loads(fast.stdout), json.loads(full.stdout)
+    assert (one["version"], two["version"]) == (1, 2)
+    same = ("filename", "size", "content_type", "etag")
+    assert {k: one[k] for k in same} == {k: two[k] for k in same}
+    assert (one["filename"], one["size"], one["content_type"]) == (
+        "d/doc.txt",
+        10_000,
+        "text/plain",
+    )
+
+    # The same mistakes give the same error and exit code either way.
+    for bad in (
+        ["--filename", "../x", "--file", str(doc)],  # refused by the API
+        ["--filename", "y.txt", "--file", str(tmp_path / "missing")],  # not readable
+        ["--filename", "y.txt", "--file", str(doc), "--url", "http://127.0.0.1:9"],
+    ):
+        argv = ["attachments", "upload", COLLECTION, rid, "-w", ws, *bad]
+        if "--url" in bad:  # the global flag goes first
+            argv = [*bad[-2:], *argv[:-2]]
+        a, b = rekor(argv, env, tmp_path), rekor(argv, env, tmp_path, module="cli.app")
+        assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr), argv
+        assert a.returncode in (1, 5) and '"error"' in a.stderr
+
+
+def test_upload_fast_path_parses_only_what_it_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from cli.attachments import upload
+    from cli.main import GLOBAL_OPTIONS, UPLOAD_FLAGS, UPLOAD_OPTIONS, parse_upload
+
+    # It knows every option of the command, no more.
+    names = set(inspect.signature(upload).parameters) - {"collection", "record"}
+    assert set(UPLOAD_OPTIONS.values()) | set(UPLOAD_FLAGS.values()) == names
+    assert set(GLOBAL_OPTIONS.values()) == {"url", "api_key"}
+
+    monkeypatch.delenv("REKOR_WORKSPACE", raising=False)
+    base = ["attachments", "upload", "docs", "INC-1", "--filename", "a.md", "-w", "ws"]
+    assert parse_upload(base) == {
+        "collection": "docs",
+        "record": "INC-1",
+        "filename": "a.md",
+        "workspace": "ws",
+    }
+    got = parse_upload(["--url=http://h:1", *base, "--quiet", "-o", "table", "--file=./b"])
+    assert got is not None
+    assert (got["url"], got["quiet"], got["output"], got["file"]) == (
+        "http://h:1",
+        True,
+        "table",
+        "./b",
+    )
+    # Anything else goes to the full parser (which explains the mistake or prints help).
+    for argv in (
+        [*base, "--help"],
+        [*base, "--no-quiet"],
+        [*base, "-o", "yaml"],
+        [*base, "--filename", "again.md"],
+        [*base, "extra"],
+        [*base[:4], "-w", "ws"],  # no --filename
+        [*base[:6]],  # no workspace
+        [*base, "--content-type"],  # option without its value
+        [*base, "--source", "-x"],
+        [*base, "--", "x"],
+        ["attachments", "list", "docs", "INC-1", "-w", "ws"],
+        ["--verbose", *base],
+        [],
+    ):
+        assert parse_upload(argv) is None, argv
+    monkeypatch.setenv("REKOR_WORKSPACE", "ws_env")
+    assert parse_upload([*base[:6]])["workspace"] == "ws_env"  # type: ignore[index]
 
 
 # -- unit: the presigner signs exactly as botocore does ---------------------------------------
