@@ -119,6 +119,18 @@ register(
     """,
 )
 
+register(
+    "0202_records_gin_direct_updates",
+    r"""
+    -- With GIN's fast update, new entries wait in a pending list that every index lookup scans
+    -- in full until a vacuum merges it: after 18,000 writes a 5-value `in` took 25 ms instead
+    -- of 11. Updating the index directly keeps lookups steady; it measured no slower to write
+    -- (100-record batch p50 42 ms vs 48 ms with the pending list).
+    ALTER INDEX records_data_gin SET (fastupdate = off);
+    SELECT gin_clean_pending_list('records_data_gin'::regclass);
+    """,
+)
+
 OPS = (
     "eq",
     "neq",

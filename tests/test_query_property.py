@@ -425,3 +425,12 @@ async def test_each_walk_strategy_returns_the_exact_first_page(
         assert [r["id"] for r in out["data"]] == want, flt
         assert windows_run == windows, flt
         assert len(fetches) == len(windows) + then_unbounded, flt
+
+
+async def test_data_index_takes_writes_directly(service: Any) -> None:
+    """No GIN pending list for lookups to scan: new records go straight into the index."""
+    async with service.connection() as conn:
+        cur = await conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'records_data_gin'"
+        )
+        assert "fastupdate=off" in ((await cur.fetchone())[0] or [])
