@@ -1067,17 +1067,22 @@ async def _walk(
     window holds less than a page.
 
     A probe of a tenth of the window comes first: it fills the page when ~10% of the rows
-    match, and otherwise says how many matches the whole window would hold at the rate it saw.
-    The walk goes on to the whole window only when that rate predicts a full page there: a
-    filter matching 0.01% of a million rows costs a 510-row probe before its index lookup, not
-    a 5,100-row walk. (When no index serves the filter, the caller walks on unbounded.)
+    match, and otherwise shows how selective the filter is. With 0 or 1 matches in the probe
+    (about 0.2% of rows or fewer, unless that one match already predicts a full page), the
+    index lookup comes next: a filter matching 0.01% of a million rows costs a 510-row probe
+    before it, not a 5,100-row walk. With 2 or more the walk goes on through the whole window:
+    sending a 2% value to the index would fetch and sort its 20,000 matches (60 ms), while
+    walking for a rarer one costs at most the window (~4 ms). (When no index serves the
+    filter, the caller walks on unbounded.)
     """
     probe, full = windows
+    wanted = plan.limit + 1
     await conn.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
     rows = await _fetch(conn, _window_sql(workspace_id, collection, plan, probe))
     if len(rows) > plan.limit:
         return rows
-    if not plan.index_backed or len(rows) * full < (plan.limit + 1) * probe or full == probe:
+    found = len(rows)
+    if not plan.index_backed or full == probe or (found < 2 and found * full < wanted * probe):
         return None
     rows = await _fetch(conn, _window_sql(workspace_id, collection, plan, full))
     return rows if len(rows) > plan.limit else None
