@@ -75,8 +75,11 @@ async def emit(
     tx: WorkspaceTx, ctx: Context, stream: str, event: Event, stream_version: int
 ) -> StoredEvent:
     """Append one event and apply it to the projections in the same transaction."""
-    stored = await tx.append(stream, event, stream_version, ctx.meta)
-    await projector.apply(tx.conn, stored)
+    # A projection that is one statement travels with the event's INSERT (record events).
+    statement = projector.single_statement(event.__struct_config__.tag)  # type: ignore[arg-type]
+    stored = await tx.append(stream, event, stream_version, ctx.meta, also=statement)
+    if statement is None:
+        await projector.apply(tx.conn, stored)
     if stored.type.startswith(("collection.", "workspace.")):
         tx.memo.clear()
     elif stored.type.startswith("record."):

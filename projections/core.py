@@ -16,7 +16,13 @@ from events.types import (
     RecordUpdated,
     WorkspaceCreated,
 )
-from projections.projector import projection_table, projects, purge_workspace
+from projections.projector import (
+    Statement,
+    projection_table,
+    projects,
+    projects_statement,
+    purge_workspace,
+)
 
 register(
     "0002_core_projections",
@@ -118,11 +124,11 @@ async def _collection_deleted(conn: psycopg.AsyncConnection, s: StoredEvent) -> 
     )
 
 
-@projects("record.created")
-async def _record_created(conn: psycopg.AsyncConnection, s: StoredEvent) -> None:
+@projects_statement("record.created")
+def _record_created(s: StoredEvent) -> Statement:
     e = s.event
     assert isinstance(e, RecordCreated)
-    await conn.execute(
+    return (
         "INSERT INTO records (workspace_id, collection, id, external_id, external_source, data,"
         " version, created_at, updated_at, created_seq, updated_seq)"
         " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
@@ -142,11 +148,11 @@ async def _record_created(conn: psycopg.AsyncConnection, s: StoredEvent) -> None
     )
 
 
-@projects("record.updated")
-async def _record_updated(conn: psycopg.AsyncConnection, s: StoredEvent) -> None:
+@projects_statement("record.updated")
+def _record_updated(s: StoredEvent) -> Statement:
     e = s.event
     assert isinstance(e, RecordUpdated)
-    await conn.execute(
+    return (
         "UPDATE records SET data = %s, version = %s, external_id = %s, external_source = %s,"
         " updated_at = %s, updated_seq = %s WHERE workspace_id = %s AND id = %s",
         (

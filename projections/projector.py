@@ -8,14 +8,19 @@ A projector reads nothing but its event and the tables it owns, and never looks 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 
 from events.store import StoredEvent
 
 Projector = Callable[[psycopg.AsyncConnection, StoredEvent], Awaitable[None]]
+# A projector that is one SQL statement: (sql, params) for an event.
+Statement = tuple[str, tuple[Any, ...]]
+StatementProjector = Callable[[StoredEvent], Statement]
 
 _PROJECTORS: dict[str, list[Projector]] = {}
+_STATEMENTS: dict[str, StatementProjector] = {}
 
 # Tables holding per-workspace projected state (every one has a `workspace_id` column). A
 # workspace deletion and a rebuild clear them all.
@@ -32,6 +37,32 @@ def projects(*tags: str) -> Callable[[Projector], Projector]:
         return fn
 
     return register
+
+
+def projects_statement(*tags: str) -> Callable[[StatementProjector], StatementProjector]:
+    """Decorator: register a projector that is a single SQL statement. It runs like any
+    projector (rebuilds, `apply`), and when it is its event's only projector the write path
+    sends it in the same statement as the event's INSERT (`single_statement`): half the
+    statements for the hot record events."""
+
+    def register(fn: StatementProjector) -> StatementProjector:
+        async def run(conn: psycopg.AsyncConnection, stored: StoredEvent) -> None:
+            sql, params = fn(stored)
+            await conn.execute(sql, params)  # type: ignore[arg-type]
+
+        for tag in tags:
+            _PROJECTORS.setdefault(tag, []).append(run)
+            _STATEMENTS[tag] = fn
+        return fn
+
+    return register
+
+
+def single_statement(tag: str) -> StatementProjector | None:
+    """The statement that applies an event of this tag, when one statement is all its
+    projection takes (else None: use `apply`)."""
+    fn = _STATEMENTS.get(tag)
+    return fn if fn is not None and len(_PROJECTORS.get(tag, ())) == 1 else None
 
 
 def projection_table(name: str) -> None:

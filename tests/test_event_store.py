@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import uuid
 from typing import Any
 
 import httpx
@@ -106,6 +107,47 @@ async def test_stream_version_is_unique(service: Any) -> None:
                 # "workspace" stream already has version 1 (workspace.created).
                 await tx.append("workspace", WorkspaceDeleted(id=ws), 1)
     assert await _all_seqs(service, ws) == [1]
+
+
+async def test_event_and_its_one_statement_projection_are_one_statement(service: Any) -> None:
+    """Record events carry their projection in the INSERT's statement: both land or neither,
+    a stream-version clash is still a StreamVersionConflict, and a clash on the projection's
+    own table is not mistaken for one."""
+    import psycopg
+
+    from events.types import RecordCreated
+    from projections.projector import single_statement
+
+    assert single_statement("record.created") is not None
+    assert single_statement("relationship.created") is None  # more than one statement
+    ws = unique()
+    await service.create_workspace(SYSTEM, ws)
+    await service.upsert_collection(SYSTEM, ws, "incidents", INCIDENT_SCHEMA)
+    made = await service.upsert_record(SYSTEM, ws, "incidents", INCIDENT, external_id="E-1")
+    rid = made.body["id"]
+    project = single_statement("record.created")
+    async with service.connection() as conn:
+        # Same record id on a new stream: the records primary key refuses the projection, so
+        # the event is not appended either, and the error is the database's, not a conflict.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            async with conn.transaction():
+                tx = await lock_workspace(conn, ws)
+                assert tx is not None
+                again = RecordCreated(id=rid, collection="incidents", data=INCIDENT)
+                await tx.append("record:other", again, 1, also=project)
+        with pytest.raises(StreamVersionConflict):
+            async with conn.transaction():
+                tx = await lock_workspace(conn, ws)
+                assert tx is not None
+                fresh = RecordCreated(id=str(uuid.uuid4()), collection="incidents", data={})
+                await tx.append(f"record:{rid}", fresh, 1, also=project)
+        cur = await conn.execute(
+            "SELECT count(*) FROM events WHERE workspace_id = %s AND type = 'record.created'",
+            (ws,),
+        )
+        assert (await cur.fetchone())[0] == 1
+        cur = await conn.execute("SELECT count(*) FROM records WHERE workspace_id = %s", (ws,))
+        assert (await cur.fetchone())[0] == 1
 
 
 async def _snapshot(service: Any, ws: str) -> dict[str, list[tuple[Any, ...]]]:
