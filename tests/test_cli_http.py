@@ -111,3 +111,49 @@ def test_not_http_and_cut_replies_are_errors(server: Callable[[list[bytes]], str
     conn.close()
     with pytest.raises(ValueError):
         Connection.open("ftp://example.com/")
+
+
+def test_tls_with_verified_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """https URLs: the server's certificate is verified against the trusted CAs (here a
+    self-signed one named by SSL_CERT_FILE), and an untrusted one is refused."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve(n: int) -> None:
+        for _ in range(n):
+            raw, _ = listener.accept()
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    request = b""
+                    while not request.endswith(b"\r\n\r\n"):
+                        request += conn.recv(1)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (ssl.SSLError, OSError):
+                pass  # the refused handshake
+
+    thread = threading.Thread(target=serve, args=(2,), daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        conn = Connection.open(f"https://localhost:{port}", timeout=5)
+        reply = conn.request("GET", "/", {})
+        conn.close()
+        assert (reply.status, reply.body) == (200, b"ok")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            Connection.open(f"https://localhost:{port}", timeout=5)
+    finally:
+        thread.join(timeout=5)
+        listener.close()
