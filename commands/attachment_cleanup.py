@@ -15,6 +15,11 @@ same work is safe; a per-workspace advisory lock keeps two processes from doing 
 
 It is woken by LISTEN `rekor_events` (the workspace id is the payload) and also sweeps every
 workspace periodically, so a missed notification only delays work.
+
+It also removes uploads nobody completed: every upload URL handed out is remembered
+(`attachment_uploads`) until its upload is completed or superseded; once a URL has been
+expired for `REKOR_UPLOAD_RETENTION_SECONDS` (default 24 h; completion is refused after half
+of that), its object is deleted, unless the log shows that key as a completed attachment.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from typing import Any
 
 import psycopg
@@ -33,6 +39,7 @@ from commands.attachments import (
     max_attachment_bytes,
     record_prefix,
     signed_at_head,
+    upload_retention_seconds,
     workspace_prefix,
 )
 from commands.storage import ObjectStorage
@@ -73,6 +80,7 @@ class StorageCleanup:
         sweep_interval: float = 30.0,
         max_backoff: float = 5.0,
         bucket_ready: bool = False,
+        upload_retention: float | None = None,
     ) -> None:
         self._database_url = database_url
         self._storage = storage
@@ -86,6 +94,10 @@ class StorageCleanup:
         self.deleted_objects = 0
         # If storage was down when Rekor started, the worker keeps trying to make the bucket.
         self._bucket_ready = bucket_ready
+        self._upload_retention = (
+            upload_retention if upload_retention is not None else upload_retention_seconds()
+        )
+        self._uploads_swept_at = 0.0
 
     async def start(self) -> None:
         """Launch the listener and the worker."""
@@ -165,6 +177,14 @@ class StorageCleanup:
                 for ws in workspaces:
                     if not await self._drain(conn, ws):
                         failed = True
+                if not failed and time.monotonic() - self._uploads_swept_at >= self._sweep_interval:
+                    try:
+                        while await self.sweep_uploads(conn) == _BATCH:
+                            pass
+                        self._uploads_swept_at = time.monotonic()
+                    except Unavailable as exc:
+                        self.last_error = exc.message
+                        failed = True
                 if failed:
                     self.failures += 1
                     backoff = min(max(backoff * 2, 0.25), self._max_backoff)
@@ -184,6 +204,27 @@ class StorageCleanup:
                         await conn.close()
                 conn = None
                 backoff = min(max(backoff * 2, 0.25), self._max_backoff)
+
+    async def sweep_uploads(self, conn: psycopg.AsyncConnection) -> int:
+        """Delete up to one batch of uploads whose URL expired more than the retention period
+        ago and that were never completed; returns how many grants it looked at."""
+        cur = await conn.execute(
+            "SELECT workspace_id, key FROM attachment_uploads"
+            " WHERE expires_at + make_interval(secs => %s) < now() ORDER BY expires_at LIMIT %s",
+            (self._upload_retention, _BATCH),
+        )
+        grants = await cur.fetchall()
+        doomed = [key for ws, key in grants if not await _completed(conn, ws, key)]
+        if doomed:
+            await self._storage.delete(doomed)  # Unavailable: grants stay, retried later
+            self.deleted_objects += len(doomed)
+        if grants:
+            await conn.execute(
+                "DELETE FROM attachment_uploads WHERE (workspace_id, key) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([ws for ws, _ in grants], [key for _, key in grants]),
+            )
+        return len(grants)
 
     async def _pending_workspaces(self, conn: psycopg.AsyncConnection, dirty: set[str]) -> list:
         """Workspaces whose head is past our checkpoint (all of them, or just the dirty ones)."""
@@ -275,6 +316,22 @@ class StorageCleanup:
         if doomed:
             await self._storage.delete(doomed)
             self.deleted_objects += len(doomed)
+
+
+async def _completed(conn: psycopg.AsyncConnection, workspace_id: str, key: str) -> bool:
+    """Whether the log records this object key as a completed attachment (its stream is named
+    by the record id and filename hash in the key: ws/<ws>/<collection>/<record>/<hash>/...)."""
+    parts = key.split("/")
+    if len(parts) != 6:
+        return True  # not a key of ours: never delete it
+    stream = f"attachment:{parts[3]}:{parts[4]}"
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE workspace_id = %s AND stream = %s"
+        " AND type = 'attachment.added' AND data->>'key' = %s)",
+        (workspace_id, stream, key),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 # -- the component ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from commands.types import Command, CommandResult
 from commands.validation import check_record_id, check_slug, check_workspace_id
 from events.attachments import AttachmentAdded, AttachmentDeleted
 from events.errors import NotFound, PayloadTooLarge, Unavailable, ValidationError
+from events.migrations import register
 from events.store import WorkspaceTx
 from projections import attachments as views
 from projections.reads import record_not_found
@@ -54,6 +55,32 @@ _CONTENT_TYPE = re.compile(
 # Bidirectional overrides and isolates make a name display differently from what it is
 # ("txt.exe" shown as "exe.txt"); they count as control characters here.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+register(
+    "0603_attachment_uploads",
+    """
+    -- Upload URLs handed out and not completed yet (operational state, not in the log): the
+    -- storage cleanup removes what was never completed, a retention period after expiry.
+    CREATE TABLE IF NOT EXISTS attachment_uploads (
+        workspace_id text NOT NULL,
+        key text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (workspace_id, key)
+    );
+    CREATE INDEX IF NOT EXISTS attachment_uploads_expiry_idx ON attachment_uploads (expires_at);
+    """,
+)
+
+DEFAULT_UPLOAD_RETENTION = 24 * 60 * 60
+
+
+def upload_retention_seconds() -> int:
+    """How long after its URL expired an upload nobody completed is kept
+    (`REKOR_UPLOAD_RETENTION_SECONDS`, default 24 hours). It can be completed during the first
+    half of that time; the storage cleanup deletes it after all of it."""
+    raw = os.environ.get("REKOR_UPLOAD_RETENTION_SECONDS")
+    return max(int(raw), 2) if raw else DEFAULT_UPLOAD_RETENTION
 
 
 def max_attachment_bytes() -> int:
@@ -256,6 +283,19 @@ async def add_attachment(cmd: AddAttachment, tx: WorkspaceTx, ctx: Context) -> C
             " request a new upload URL",
             [{"path": "$.filename", "message": "stale upload"}],
         )
+    cur = await tx.conn.execute(
+        "SELECT expires_at + make_interval(secs => %s) < now() FROM attachment_uploads"
+        " WHERE workspace_id = %s AND key = %s",
+        (upload_retention_seconds() / 2, tx.workspace_id, cmd.key),
+    )
+    late = await cur.fetchone()
+    if late is not None and late[0]:
+        raise NotFound(
+            f"the upload of '{cmd.filename}' expired too long ago to be completed (uploads are"
+            " kept for completion for half of REKOR_UPLOAD_RETENTION_SECONDS after their URL"
+            " expires); request a new upload URL",
+            [{"path": "$.filename", "message": "upload expired"}],
+        )
     version = state.head + 1
     stored = await emit(
         tx,
@@ -273,6 +313,11 @@ async def add_attachment(cmd: AddAttachment, tx: WorkspaceTx, ctx: Context) -> C
             discarded_keys=cmd.discarded_keys,
         ),
         version,
+    )
+    # Completed, or superseded (the cleanup deletes those objects): no longer outstanding.
+    await tx.conn.execute(
+        "DELETE FROM attachment_uploads WHERE workspace_id = %s AND key = ANY(%s)",
+        (tx.workspace_id, [cmd.key, *cmd.discarded_keys]),
     )
     at = stored.recorded_at.isoformat().replace("+00:00", "Z")
     return CommandResult(
@@ -415,7 +460,8 @@ class AttachmentsMixin:
     ) -> dict[str, Any]:
         """Sign a PUT URL for uploading `filename` to a record. The Content-Type (and the size,
         when given) are signed into the URL, so the PUT must send exactly those headers. Call
-        `complete_upload` after the PUT to record the attachment. Nothing is written yet."""
+        `complete_upload` after the PUT to record the attachment. Nothing is written to the log
+        yet; the URL is remembered so that an upload nobody completes is removed later."""
         ws, collection, rid = self._target(principal, workspace_id, collection, record_id, "write")
         filename = check_filename(filename)
         content_type = check_content_type(content_type)
@@ -428,6 +474,12 @@ class AttachmentsMixin:
         head = await self._record_head(ws, collection, rid)
         key = new_object_key(ws, collection, rid, filename, head)
         url = component.storage.presign_put(key, content_type, expires, size)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO attachment_uploads (workspace_id, key, expires_at)"
+                " VALUES (%s, %s, now() + make_interval(secs => %s))",
+                (ws, key, expires),
+            )
         headers = {"Content-Type": content_type}
         if size is not None:
             headers["Content-Length"] = str(size)

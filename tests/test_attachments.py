@@ -764,6 +764,97 @@ def test_upload_fast_path_parses_only_what_it_knows(monkeypatch: pytest.MonkeyPa
     assert parse_upload([*base[:6]])["workspace"] == "ws_env"  # type: ignore[index]
 
 
+async def test_uploads_nobody_completes_are_removed_after_retention(
+    api: httpx.AsyncClient, ws: str, s3: Any, endpoints: StackEndpoints, service: Any
+) -> None:
+    """An upload URL is remembered until its upload is completed; one expired for longer than
+    the retention period is deleted from storage by the cleanup, one expired for more than
+    half of it can no longer be completed, and a completed attachment is never touched."""
+    from commands.attachment_cleanup import StorageCleanup
+    from commands.attachments import upload_retention_seconds
+    from commands.storage import ObjectStorage
+
+    rid = await new_record(api, ws)
+    done = await upload(api, ws, rid, "kept.md", b"kept")
+    r = await api.post(base(ws, rid), json={"filename": "lost.md", "content_type": "text/plain"})
+    assert (await put_bytes(r.json(), b"lost")).status_code == 200
+    r = await api.post(base(ws, rid), json={"filename": "late.md", "content_type": "text/plain"})
+    assert (await put_bytes(r.json(), b"late")).status_code == 200
+
+    async def grants() -> dict[str, str]:
+        async with service.connection() as conn:
+            cur = await conn.execute(
+                "SELECT key, expires_at FROM attachment_uploads WHERE workspace_id = %s", (ws,)
+            )
+            return {key.rsplit("/", 2)[-2]: key for key, _ in await cur.fetchall()}
+
+    import hashlib
+
+    def hashed(name: str) -> str:
+        return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+    outstanding = await grants()
+    assert set(outstanding) == {hashed("lost.md"), hashed("late.md")}  # kept.md: completed
+    async with service.connection() as conn:
+        cur = await conn.execute(
+            "SELECT data->>'key' FROM events WHERE workspace_id = %s AND type = 'attachment.added'",
+            (ws,),
+        )
+        kept_key = (await cur.fetchone())[0]
+        retention = upload_retention_seconds()
+        # Time passes (the clock is the database's): lost.md's URL expired a full retention
+        # period ago, late.md's more than half of one; kept.md gets a stale grant on purpose.
+        await conn.execute(
+            "UPDATE attachment_uploads SET expires_at = now() - make_interval(secs => %s)"
+            " WHERE key = %s",
+            (retention + 60, outstanding[hashed("lost.md")]),
+        )
+        await conn.execute(
+            "UPDATE attachment_uploads SET expires_at = now() - make_interval(secs => %s)"
+            " WHERE key = %s",
+            (retention * 0.75, outstanding[hashed("late.md")]),
+        )
+        await conn.execute(
+            "INSERT INTO attachment_uploads (workspace_id, key, expires_at)"
+            " VALUES (%s, %s, now() - interval '1000 days')",
+            (ws, kept_key),
+        )
+
+    r = await api.post(base(ws, rid) + "/complete", json={"filename": "late.md"})
+    assert_error(r, 404, "NOT_FOUND")
+    assert "expired too long ago" in r.json()["error"]["message"]
+
+    storage = ObjectStorage(
+        endpoint=endpoints.s3_endpoint,
+        access_key=endpoints.s3_access_key,
+        secret_key=endpoints.s3_secret_key,
+        bucket=endpoints.s3_bucket,
+        region=endpoints.s3_region,
+    )
+    await storage.start()
+    try:
+        cleanup = StorageCleanup(endpoints.database_url, storage, bucket_ready=True)
+        async with service.connection() as conn:
+            await cleanup.sweep_uploads(conn)
+    finally:
+        await storage.stop()
+
+    def exists(key: str) -> bool:
+        try:
+            s3.head_object(Bucket=endpoints.s3_bucket, Key=key)
+            return True
+        except Exception:
+            return False
+
+    assert not exists(outstanding[hashed("lost.md")])  # swept
+    assert exists(outstanding[hashed("late.md")])  # not yet past the whole retention
+    assert exists(kept_key)  # completed: never deleted, whatever the grants say
+    assert await download(api, ws, rid, "kept.md") == b"kept"
+    assert done["version"] == 1
+    left = await grants()
+    assert set(left) == {hashed("late.md")}
+
+
 # -- unit: the presigner signs exactly as botocore does ---------------------------------------
 
 
