@@ -23,7 +23,6 @@ from cli.client import (
     RekorClient,
     _overrides,
     config_path,
-    reset_client,
     resolve_connection,
     set_overrides,
     write_config,
@@ -37,7 +36,7 @@ from cli.core import (
     relationships_app,
     workspaces_app,
 )
-from cli.output import emit, print_error
+from cli.output import emit, run_guarded
 from cli.params import Output
 from cli.streaming import events, hooks_app, triggers_app
 
@@ -259,19 +258,15 @@ def _own_url_flag(tokens: list[str]) -> list[str]:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; return its exit code (errors are printed on stderr)."""
     tokens = list(sys.argv[1:] if argv is None else argv)
-    try:
-        app.meta(_own_url_flag(tokens), exit_on_error=False, result_action="return_value")
-    except CycloptsError:
-        return EXIT_USAGE  # cyclopts already printed what was wrong with the command line
-    except CliError as err:
-        print_error(err)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        reset_client()
-        set_overrides()
-    return 0
+
+    def command() -> int | None:
+        try:
+            app.meta(_own_url_flag(tokens), exit_on_error=False, result_action="return_value")
+        except CycloptsError:
+            return EXIT_USAGE  # cyclopts already printed what was wrong with the command line
+        return None
+
+    return run_guarded(command)
 
 
 def main() -> None:

@@ -90,12 +90,11 @@ def parse_upload(argv: Sequence[str]) -> dict[str, Any] | None:
 
 def run_upload(args: dict[str, Any]) -> int:
     """Run a parsed upload; returns the exit code (errors printed as `cli.app` prints them)."""
-    from cli.client import CliError, reset_client, set_overrides
-    from cli.output import emit, print_error
+    from cli.client import set_overrides
+    from cli.output import emit, run_guarded
     from cli.transfer import upload_file
 
-    set_overrides(args.get("url"), args.get("api_key"))
-    try:
+    def command() -> None:
         result = upload_file(
             args["workspace"],
             args["collection"],
@@ -107,15 +106,9 @@ def run_upload(args: dict[str, Any]) -> int:
             args.get("source"),
         )
         emit(result, args.get("output"))
-    except CliError as err:
-        print_error(err)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        reset_client()
-        set_overrides()
-    return 0
+
+    set_overrides(args.get("url"), args.get("api_key"))
+    return run_guarded(command)
 
 
 def main() -> None:

@@ -15,11 +15,12 @@ import io
 import json
 import sys
 
-from cli.client import CliError
+from cli.client import CliError, reset_client, set_overrides
 
 # Typing-only imports (see cli.main).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # The format the current command chose; errors follow it.
@@ -101,3 +102,18 @@ def print_error(err: CliError) -> None:
         elif item:
             lines.append(f"  {_cell(item, 200)}")
     sys.stderr.write("\n".join(lines) + "\n")
+
+
+def run_guarded(command: Callable[[], int | None]) -> int:
+    """Run one command; return its exit code: its own, or a CliError's (printed on stderr),
+    130 on Ctrl-C. The connection and the global flags are reset afterwards either way."""
+    try:
+        return command() or 0
+    except CliError as err:
+        print_error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        reset_client()
+        set_overrides()

@@ -557,12 +557,19 @@ async def test_oversize_upload_is_deleted_and_refused(
 
 
 def rekor(
-    args: list[str], env: dict[str, str], cwd: Path, *, module: str = "cli.main"
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    module: str = "cli.main",
+    code: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`rekor ARGS` through the console entry point (cli.main: plain uploads take its fast
-    path, every other command line the full parser), or through `module`."""
+    path, every other command line the full parser), through `module`, or through the
+    Python `code` given."""
+    runner = ["-c", code] if code is not None else ["-m", module]
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *runner, *args],
         cwd=cwd,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -680,14 +687,7 @@ async def test_upload_fast_path_matches_the_full_cli(
         " code = run_upload(parse_upload(sys.argv[1:]));"
         " sys.stderr.write('cyclopts loaded: %s' % ('cyclopts' in sys.modules)); sys.exit(code)"
     )
-    fast = subprocess.run(
-        [sys.executable, "-c", probe, *args],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    fast = rekor(args, env, tmp_path, code=probe)
     assert fast.returncode == 0, fast.stderr
     assert "cyclopts loaded: False" in fast.stderr
     full = rekor(args, env, tmp_path, module="cli.app")
@@ -765,14 +765,18 @@ def test_upload_fast_path_parses_only_what_it_knows(monkeypatch: pytest.MonkeyPa
 
 
 async def test_uploads_nobody_completes_are_removed_after_retention(
-    api: httpx.AsyncClient, ws: str, s3: Any, endpoints: StackEndpoints, service: Any
+    api: httpx.AsyncClient,
+    ws: str,
+    s3: Any,
+    endpoints: StackEndpoints,
+    service: Any,
+    settings: Settings,
 ) -> None:
     """An upload URL is remembered until its upload is completed; one expired for longer than
     the retention period is deleted from storage by the cleanup, one expired for more than
     half of it can no longer be completed, and a completed attachment is never touched."""
-    from commands.attachment_cleanup import StorageCleanup
+    from commands.attachment_cleanup import StorageCleanup, start_attachments
     from commands.attachments import upload_retention_seconds
-    from commands.storage import ObjectStorage
 
     rid = await new_record(api, ws)
     done = await upload(api, ws, rid, "kept.md", b"kept")
@@ -824,20 +828,16 @@ async def test_uploads_nobody_completes_are_removed_after_retention(
     assert_error(r, 404, "NOT_FOUND")
     assert "expired too long ago" in r.json()["error"]["message"]
 
-    storage = ObjectStorage(
-        endpoint=endpoints.s3_endpoint,
-        access_key=endpoints.s3_access_key,
-        secret_key=endpoints.s3_secret_key,
-        bucket=endpoints.s3_bucket,
-        region=endpoints.s3_region,
+    # The storage client as Rekor builds it (no consumer of its own: the sweep is run here).
+    _, component = await start_attachments(
+        service, msgspec.structs.replace(settings, run_workers=False)
     )
-    await storage.start()
     try:
-        cleanup = StorageCleanup(endpoints.database_url, storage, bucket_ready=True)
+        cleanup = StorageCleanup(endpoints.database_url, component.storage, bucket_ready=True)
         async with service.connection() as conn:
             await cleanup.sweep_uploads(conn)
     finally:
-        await storage.stop()
+        await component.stop()
 
     def exists(key: str) -> bool:
         try:
