@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import free_port, spawn, stop, wait_http
+from bench.procs import start_rekor, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 WS = "ws_attach_bench"
@@ -193,27 +193,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="rekor-attach-bench-"))
     data_dir = work / "data"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REKOR_")}
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "cli.app",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        work / "serve.log",
-        env=env,
-        cwd=ROOT,
-    )
+    proc, url, key = start_rekor(data_dir, work / "serve.log", env=env)
     try:
-        wait_http(url + "/health", proc, work / "serve.log", timeout=180)
-        key = (data_dir / "admin.key").read_text().strip()
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         api.post("/v1/workspaces", json={"id": WS}).raise_for_status()
         api.put(f"/v1/{WS}/collections/{COLL}", json={"json_schema": {}}).raise_for_status()

@@ -24,8 +24,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import free_port, spawn, stop, wait_caught_up, wait_http
+from bench.procs import start_rekor, stop, wait_caught_up
 from deploy.stack import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,16 +231,8 @@ async def run(args: argparse.Namespace, stack: EmbeddedStack, workdir: Path) -> 
                 "REKOR_S3_SECRET_KEY": ep.s3_secret_key, "REKOR_S3_BUCKET": ep.s3_bucket,
                 "REKOR_S3_REGION": ep.s3_region,
             })  # fmt: skip
-            port = free_port()
-            log = workdir / "serve.log"
-            proc: subprocess.Popen[bytes] = spawn(
-                [sys.executable, "-m", "cli.app", "serve", "--port", str(port), "--data-dir",
-                 str(workdir / "serve")],
-                log, env=env, cwd=ROOT,
-            )  # fmt: skip
+            proc, url, _ = start_rekor(workdir / "serve", workdir / "serve.log", env=env)
             try:
-                url = f"http://127.0.0.1:{port}"
-                wait_http(url + "/health", proc, log, timeout=180)
                 t0 = time.monotonic()
                 await wait_caught_up(ep.database_url, ws, proc)
                 report["http_catch_up_s"] = round(time.monotonic() - t0, 1)

@@ -28,6 +28,8 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench.procs import start_rekor, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "2026-07-28"
 SCHEMA = {
@@ -39,40 +41,11 @@ SCHEMA = {
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     """A `rekor serve` on the embedded stack in a temp dir; returns (process, url, admin key)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(data_dir / "serve.log", "wb")  # lives as long as the server
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli.app",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit((data_dir / "serve.log").read_text()[-3000:])
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url, (data_dir / "admin.key").read_text().strip()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise SystemExit("rekor serve did not become ready")
+    proc, url, key = start_rekor(data_dir, data_dir / "serve.log")
+    if key is None:
+        stop(proc)
+        raise SystemExit((data_dir / "serve.log").read_text()[-3000:])
+    return proc, url, key
 
 
 async def timed(fn: Callable[[], Awaitable[Any]], n: int, warmup: int) -> list[float]:

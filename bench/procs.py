@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,6 +54,32 @@ def spawn(
             start_new_session=True,
             preexec_fn=_die_with_parent,  # only calls prctl in the child
         )
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_rekor(
+    data_dir: Path,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> tuple[subprocess.Popen[bytes], str, str | None]:
+    """`rekor serve` on a free loopback port with `--data-dir data_dir` (output in `log`),
+    ready when this returns: (process, base URL, the admin key it wrote on first start, or
+    None). `env` None inherits this process's environment."""
+    port = free_port()
+    argv = [sys.executable, "-m", "cli.app", "serve", "--port", str(port), *extra_args]
+    proc = spawn([*argv, "--data-dir", str(data_dir)], log, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", proc, log, timeout=180)
+    except BaseException:
+        stop(proc)
+        raise
+    key_file = data_dir / "admin.key"
+    return proc, url, key_file.read_text().strip() if key_file.exists() else None
 
 
 def log_tail(log: Path, chars: int = 3000) -> str:

@@ -291,21 +291,13 @@ async def explain(service: Any, kwargs: dict[str, Any], aggregate: bool = False)
 
 
 def start_server(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    from bench.procs import free_port, spawn, wait_http
+    from bench.procs import start_rekor
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REKOR_")}
     env["REKOR_DATABASE_URL"] = database_url
-    log = data_dir / "serve.log"
-    argv = [sys.executable, "-m", "cli.app", "serve", "--port", str(port)]
-    root = Path(__file__).resolve().parent.parent
-    proc = spawn([*argv, "--data-dir", str(data_dir)], log, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", proc, log, timeout=180)
-    key_file = data_dir / "admin.key"
-    key = key_file.read_text().strip() if key_file.exists() else ""
-    return proc, url, key
+    proc, url, key = start_rekor(data_dir, data_dir / "serve.log", env=env)
+    return proc, url, key or ""
 
 
 async def wait_for_relay(database_url: str, max_wait_s: float = 1800) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.procs import BenchError, free_port, log_tail, spawn, wait_http
+from bench.procs import BenchError, log_tail, start_rekor
 from bench.target import Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,19 +40,17 @@ class RekorTarget(Target):
         self.workers = workers
 
     def start(self) -> None:
-        port = free_port()
         data_dir = self.workdir / "data"
         # The embedded stack must start: configured external parts would change what we measure.
         env = {k: v for k, v in os.environ.items() if not k.startswith("REKOR_")}
-        argv = [sys.executable, "-m", "cli.app", "serve", "--port", str(port)]
-        argv += ["--workers", str(self.workers)]
-        self.proc = spawn([*argv, "--data-dir", str(data_dir)], self.log, env=env, cwd=ROOT)
-        self.url = f"http://127.0.0.1:{port}"
-        wait_http(self.url + "/health", self.proc, self.log, timeout=180)
-        key_file = data_dir / "admin.key"
-        if not key_file.exists():
-            raise BenchError(f"rekor serve did not write {key_file}:\n{log_tail(self.log)}")
-        self.headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+        self.proc, self.url, key = start_rekor(
+            data_dir, self.log, env=env, extra_args=["--workers", str(self.workers)]
+        )
+        if key is None:
+            raise BenchError(
+                f"rekor serve did not write {data_dir / 'admin.key'}:\n{log_tail(self.log)}"
+            )
+        self.headers = {"Authorization": f"Bearer {key}"}
         with self.client() as c:
             r = c.post("/v1/workspaces", json={"id": WORKSPACE})
             _expect(r, 201, "create workspace")
