@@ -33,19 +33,9 @@ from typing import Any
 import httpx
 
 from bench.procs import start_rekor, stop, wait_caught_up
+from bench.rekor import INCIDENT_SCHEMA as SCHEMA
 from deploy.stack import EmbeddedStack
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = {
-    "type": "object",
-    "required": ["title", "severity", "status"],
-    "properties": {
-        "title": {"type": "string"},
-        "severity": {"enum": ["p0", "p1", "p2", "p3"]},
-        "status": {"enum": ["open", "investigating", "resolved"]},
-        "assignee": {"type": "string"},
-    },
-}
 INCIDENT = {"title": "API latency spike", "severity": "p1", "status": "investigating"}
 NODE_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}}
 

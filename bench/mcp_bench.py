@@ -30,7 +30,6 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bench.procs import start_rekor, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "2026-07-28"
 SCHEMA = {
     "type": "object",
