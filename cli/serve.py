@@ -137,5 +137,10 @@ def serve(
             pass
         return 0
     finally:
+        # A second Ctrl-C (impatience, or `uv run` passing the terminal's signal on as well)
+        # must not cut the stack's orderly stop short and leave its servers running; each
+        # part has its own stop deadline.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _progress("stopping")
         stack.stop()

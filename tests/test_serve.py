@@ -92,10 +92,17 @@ def test_serve_embedded_restart_and_clean_stop(tmp_path: Path) -> None:
         r = httpx.get(url + "/v1/workspaces/ws_ops", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200
         proc.send_signal(signal.SIGINT)
+        # A second Ctrl-C while the stack is stopping must not leave its servers running.
+        deadline = time.monotonic() + 30
+        while "rekor: stopping" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "rekor: stopping" in log.read_text()
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert not any(_port_open(p) for p in stack_ports), "children left running"
 
 
 def _stack_ports(data_dir: Path) -> list[int]:
